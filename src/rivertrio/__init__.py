@@ -1,0 +1,58 @@
+"""rivertrio: a Postgres-backed job queue for Trio, schema-compatible with River."""
+
+from __future__ import annotations
+
+import contextlib
+
+from ._client import Client as Client
+from ._client import QueueBundle as QueueBundle
+from ._client import open_client as open_client
+from ._config import Config as Config
+from ._config import ErrorHandlerResult as ErrorHandlerResult
+from ._config import PeriodicJob as PeriodicJob
+from ._config import QueueConfig as QueueConfig
+from ._events import Event as Event
+from ._events import EventKind as EventKind
+from ._events import JobStats as JobStats
+from ._exceptions import ConfigError as ConfigError
+from ._exceptions import DatabaseConnectionError as DatabaseConnectionError
+from ._exceptions import DatabaseError as DatabaseError
+from ._exceptions import EmbeddedPostgresError as EmbeddedPostgresError
+from ._exceptions import InvalidInputError as InvalidInputError
+from ._exceptions import JobRunningError as JobRunningError
+from ._exceptions import NotFoundError as NotFoundError
+from ._exceptions import QueueAlreadyAddedError as QueueAlreadyAddedError
+from ._exceptions import QueueNotFoundError as QueueNotFoundError
+from ._exceptions import RivertrioError as RivertrioError
+from ._exceptions import UnknownJobKindError as UnknownJobKindError
+from ._executor import JobTimeoutError as JobTimeoutError
+from ._executor import current_client as current_client
+from ._insert import InsertOpts as InsertOpts
+from ._insert import InsertResult as InsertResult
+from ._job import AttemptError as AttemptError
+from ._job import Job as Job
+from ._job import JobArgs as JobArgs
+from ._job import JobRow as JobRow
+from ._job import JobState as JobState
+from ._migrate import migrate as migrate
+from ._retry import default_retry_policy as default_retry_policy
+from ._unique import UniqueOpts as UniqueOpts
+from ._worker import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
+from ._worker import JobCancel as JobCancel
+from ._worker import JobSnooze as JobSnooze
+from ._worker import Worker as Worker
+from ._worker import Workers as Workers
+
+__version__ = "0.1.0"
+
+
+def _fix_module_names() -> None:
+    # Reprs and tracebacks say rivertrio.Client, not rivertrio._client.Client (as trio does).
+    for name, obj in list(globals().items()):
+        if not name.startswith("_") and getattr(obj, "__module__", "").startswith("rivertrio._"):
+            with contextlib.suppress(AttributeError, TypeError):
+                obj.__module__ = __name__
+
+
+_fix_module_names()
+del _fix_module_names

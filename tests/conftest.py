@@ -1,0 +1,62 @@
+"""Shared fixtures: every test gets its own Postgres schema.
+
+The server is the one named by RIVERTRIO_DATABASE_URL, else the embedded one.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+import rivertrio
+from rivertrio._driver import Driver, open_driver
+from rivertrio.embedded import DATABASE_URL_ENV, embedded_url
+
+settings.register_profile(
+    "ci", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.register_profile(
+    "long",
+    deadline=None,
+    max_examples=5000,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    """The server under test: RIVERTRIO_DATABASE_URL, else the embedded Postgres."""
+    return os.environ.get(DATABASE_URL_ENV) or embedded_url()
+
+
+@pytest.fixture
+async def empty_schema(database_url: str) -> AsyncIterator[str]:
+    """A new, empty schema of this test's own; dropped afterwards."""
+    name = f"rt_{uuid.uuid4().hex[:16]}"
+    async with open_driver(database_url) as admin:
+        await admin.execute(f'CREATE SCHEMA "{name}"')
+    try:
+        yield name
+    finally:
+        async with open_driver(database_url) as admin:
+            await admin.execute(f"SET lock_timeout = '10s'; DROP SCHEMA \"{name}\" CASCADE")
+
+
+@pytest.fixture
+async def migrated_schema(database_url: str, empty_schema: str) -> str:
+    """This test's schema with every migration applied."""
+    await rivertrio.migrate(database_url, schema=empty_schema)
+    return empty_schema
+
+
+@pytest.fixture
+async def driver(database_url: str, migrated_schema: str) -> AsyncIterator[Driver]:
+    """A driver on this test's migrated schema."""
+    async with open_driver(database_url, schema=migrated_schema) as d:
+        yield d
