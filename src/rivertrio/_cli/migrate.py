@@ -1,0 +1,217 @@
+"""``rivertrio migrate up|down|list|validate``: River's ``main`` migration line from a shell."""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
+
+import click
+import trio
+
+from .._migrate import (
+    MigrateResult,
+    MigrationStatus,
+    ValidateResult,
+    migrate_list,
+    migrate_validate,
+)
+from .._migrate import (
+    migrate as migrate_async,
+)
+from ..embedded import DATABASE_URL_ENV
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+__all__ = ["migrate", "run_migrate", "run_migrate_list", "run_migrate_validate"]
+
+T = TypeVar("T")
+
+
+def _run_sync(fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+    return trio.run(functools.partial(fn, *args, **kwargs))
+
+
+def run_migrate(
+    database_url: str | None = None,
+    *,
+    direction: Literal["up", "down"] = "up",
+    target_version: int | None = None,
+    schema: str | None = None,
+    dry_run: bool = False,
+) -> MigrateResult:
+    """Synchronous `rivertrio.migrate`: runs it under its own ``trio.run``. Blocking."""
+    return _run_sync(
+        migrate_async,
+        database_url,
+        direction=direction,
+        target_version=target_version,
+        schema=schema,
+        dry_run=dry_run,
+    )
+
+
+def run_migrate_list(
+    database_url: str | None = None, *, schema: str | None = None
+) -> MigrationStatus:
+    """Synchronous `migrate_list`. Blocking."""
+    return _run_sync(migrate_list, database_url, schema=schema)
+
+
+def run_migrate_validate(
+    database_url: str | None = None, *, schema: str | None = None
+) -> ValidateResult:
+    """Synchronous `migrate_validate`. Blocking."""
+    return _run_sync(migrate_validate, database_url, schema=schema)
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    raise click.exceptions.Exit(1)
+
+
+def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call `fn`, turning any failure into one ``error:`` line and exit status 1."""
+    try:
+        return fn(*args, **kwargs)
+    except click.exceptions.Exit:
+        raise
+    except Exception as exc:  # the CLI contract: one line, never a traceback
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, BaseExceptionGroup):
+            message = f"{len(exc.exceptions)} errors: {message}"
+        _fail(message)
+
+
+_database_url_option = click.option(
+    "--database-url",
+    envvar=DATABASE_URL_ENV,
+    default=None,
+    metavar="URL",
+    help=f"Postgres URL. Default: ${DATABASE_URL_ENV}, else the embedded Postgres.",
+)
+_schema_option = click.option(
+    "--schema",
+    default=None,
+    metavar="NAME",
+    help="Schema holding River's tables (must exist). Default: the search path's.",
+)
+_dry_run_option = click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Change nothing; print the SQL that would run.",
+)
+
+
+@click.group()
+def migrate() -> None:
+    """Migrate the database along River's `main` line (versions 1 to 7).
+
+    A database that River (Go) migrated is recognised: only missing versions run.
+    """
+
+
+@migrate.command()
+@_database_url_option
+@_schema_option
+@click.option(
+    "--target-version",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Apply pending versions up to and including N. Default: all.",
+)
+@_dry_run_option
+def up(
+    database_url: str | None, schema: str | None, target_version: int | None, dry_run: bool
+) -> None:
+    """Apply pending migrations, each in its own transaction."""
+    result = _call(
+        run_migrate,
+        database_url,
+        direction="up",
+        target_version=target_version,
+        schema=schema,
+        dry_run=dry_run,
+    )
+    _report(result)
+
+
+@migrate.command()
+@_database_url_option
+@_schema_option
+@click.option(
+    "--target-version",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Roll back every version above N (0: all). Default: one version.",
+)
+@_dry_run_option
+def down(
+    database_url: str | None, schema: str | None, target_version: int | None, dry_run: bool
+) -> None:
+    """Roll back migrations: one by default, or down to --target-version."""
+    result = _call(
+        run_migrate,
+        database_url,
+        direction="down",
+        target_version=target_version,
+        schema=schema,
+        dry_run=dry_run,
+    )
+    _report(result)
+
+
+@migrate.command(name="list")
+@_database_url_option
+@_schema_option
+def list_(database_url: str | None, schema: str | None) -> None:
+    """List the known migrations and whether each is applied."""
+    status = _call(run_migrate_list, database_url, schema=schema)
+    click.echo(
+        f'schema "{status.schema}": version {status.current_version} '
+        f"(latest {status.latest_version})"
+    )
+    width = max(len(m.name) for m in status.migrations)
+    for m in status.migrations:
+        mark = "applied" if m.applied else "pending"
+        click.echo(f"  {m.version:03d}  {m.name:<{width}}  {mark}")
+    unknown = [v for v in status.applied if v > status.latest_version]
+    if unknown:
+        click.echo("  also applied, unknown to rivertrio: " + ", ".join(map(str, unknown)))
+
+
+@migrate.command()
+@_database_url_option
+@_schema_option
+def validate(database_url: str | None, schema: str | None) -> None:
+    """Exit 0 if every migration is applied, else list the unapplied ones and exit 1."""
+    result = _call(run_migrate_validate, database_url, schema=schema)
+    if not result.ok:
+        for message in result.messages:
+            click.echo(f'schema "{result.schema}": {message}', err=True)
+        raise click.exceptions.Exit(1)
+    click.echo(f'schema "{result.schema}": ok, every migration is applied')
+
+
+def _report(result: MigrateResult) -> None:
+    if result.dry_run:
+        if result.versions:
+            click.echo(result.sql)
+        else:
+            click.echo(
+                f'-- nothing to migrate {result.direction}: schema "{result.schema}" '
+                f"is at version {result.from_version}"
+            )
+        return
+    verb = "applied" if result.direction == "up" else "rolled back"
+    for v in result.versions:
+        click.echo(f"{verb} {v.version:03d} {v.name}")
+    if not result.versions:
+        click.echo(
+            f'nothing to migrate {result.direction}: schema "{result.schema}" '
+            f"is at version {result.from_version}"
+        )
+    else:
+        click.echo(f'schema "{result.schema}" is now at version {result.to_version}')
