@@ -45,68 +45,65 @@ RETURNING {", ".join("j." + c.strip() for c in JOB_COLUMNS.split(","))}
 
 # One statement completes a whole batch. Only rows still `running` change: a row
 # finished by someone else meanwhile (the worker's own transaction, job_cancel,
-# the rescuer, a delete) is returned as stored with persisted = false.
+# the rescuer, a delete) is returned as stored with persisted = false. The
+# UPDATE locks and re-checks each row itself, so the decision below always sees
+# the row as it is when it changes.
+_SCHED = """(CASE u.outcome
+    WHEN 'failed' THEN coalesce(u.retry_at, j.attempted_at + make_interval(secs => u.delay))
+    WHEN 'snoozed' THEN now() + make_interval(secs => u.delay)
+    ELSE now() END)"""
+_STATE = f"""(CASE
+    WHEN u.outcome = 'completed' THEN 'completed'
+    WHEN u.outcome = 'cancelled' THEN 'cancelled'
+    WHEN u.outcome = 'failed' AND j.attempt >= j.max_attempts THEN 'discarded'
+    WHEN j.metadata ? 'cancel_attempted_at' THEN 'cancelled'
+    WHEN u.outcome = 'interrupted' THEN 'available'
+    WHEN {_SCHED} <= now() + interval '5 seconds' THEN 'available'
+    WHEN u.outcome = 'failed' THEN 'retryable'
+    ELSE 'scheduled'
+END)::/*schema*/river_job_state"""
+_RESTORES_ATTEMPT = f"(u.outcome IN ('snoozed', 'interrupted') AND {_STATE} <> 'cancelled')"
+
 COMPLETE = f"""
 WITH u AS (
     SELECT *
     FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::float8[], $5::jsonb[])
         AS u(id, outcome, retry_at, delay, error)
 ),
-decided AS (
-    SELECT j.id, u.outcome, u.error, s.sched,
-        (CASE
-            WHEN u.outcome = 'completed' THEN 'completed'
-            WHEN u.outcome = 'cancelled' THEN 'cancelled'
-            WHEN u.outcome = 'failed' AND j.attempt >= j.max_attempts THEN 'discarded'
-            WHEN j.metadata ? 'cancel_attempted_at' THEN 'cancelled'
-            WHEN u.outcome = 'interrupted' THEN 'available'
-            WHEN s.sched <= now() + interval '5 seconds' THEN 'available'
-            WHEN u.outcome = 'failed' THEN 'retryable'
-            ELSE 'scheduled'
-        END)::/*schema*/river_job_state AS state
-    FROM /*schema*/river_job AS j
-    JOIN u ON u.id = j.id
-    CROSS JOIN LATERAL (
-        SELECT CASE u.outcome
-            WHEN 'failed' THEN
-                coalesce(u.retry_at, j.attempted_at + make_interval(secs => u.delay))
-            WHEN 'snoozed' THEN now() + make_interval(secs => u.delay)
-            ELSE now()
-        END AS sched
-    ) AS s
-    WHERE j.state = 'running'
-    FOR UPDATE OF j
-),
 updated AS (
     UPDATE /*schema*/river_job AS j
-    SET state = d.state,
+    SET state = {_STATE},
         finalized_at = CASE
-            WHEN d.state IN ('completed', 'cancelled', 'discarded') THEN now() END,
+            WHEN {_STATE} IN ('completed', 'cancelled', 'discarded') THEN now() END,
         scheduled_at = CASE
-            WHEN d.state IN ('available', 'retryable', 'scheduled') THEN d.sched
+            WHEN {_STATE} IN ('available', 'retryable', 'scheduled') THEN {_SCHED}
             ELSE j.scheduled_at END,
-        attempt = CASE
-            WHEN d.outcome IN ('snoozed', 'interrupted') AND d.state <> 'cancelled'
-            THEN greatest(j.attempt - 1, 0)
-            ELSE j.attempt END,
+        attempt = CASE WHEN {_RESTORES_ATTEMPT} THEN greatest(j.attempt - 1, 0) ELSE j.attempt END,
         errors = CASE
-            WHEN d.error IS NULL THEN j.errors
-            ELSE array_append(j.errors, d.error || jsonb_build_object('at', now())) END,
+            WHEN u.error IS NULL THEN j.errors
+            ELSE array_append(j.errors, u.error || jsonb_build_object('at', now())) END,
         metadata = CASE
-            WHEN d.outcome = 'snoozed' AND d.state <> 'cancelled' THEN jsonb_set(
+            WHEN u.outcome = 'snoozed' AND {_STATE} <> 'cancelled' THEN jsonb_set(
                 j.metadata, '{{snoozes}}',
                 to_jsonb(coalesce((j.metadata ->> 'snoozes')::int, 0) + 1))
             ELSE j.metadata END
-    FROM decided AS d
-    WHERE j.id = d.id
+    FROM u
+    WHERE j.id = u.id AND j.state = 'running'
     RETURNING {", ".join("j." + c.strip() for c in JOB_COLUMNS.split(","))}
+),
+-- Rows someone else finished: the lock makes a row that another transaction
+-- changed or deleted while we waited for it read as it is now (or not at all),
+-- not as the statement's snapshot had it.
+others AS (
+    SELECT {", ".join("j." + c.strip() for c in JOB_COLUMNS.split(","))}
+    FROM /*schema*/river_job AS j
+    JOIN u ON u.id = j.id
+    WHERE j.id NOT IN (SELECT id FROM updated)
+    FOR SHARE OF j
 )
 SELECT *, true AS persisted FROM updated
 UNION ALL
-SELECT {", ".join("j." + c.strip() for c in JOB_COLUMNS.split(","))}, false
-FROM /*schema*/river_job AS j
-JOIN u ON u.id = j.id
-WHERE j.id NOT IN (SELECT id FROM updated)
+SELECT *, false FROM others
 """
 
 _INSERT_SELECT = """

@@ -1,0 +1,468 @@
+"""The completer: persists job outcomes in batches and hands the rows on as events.
+
+Job tasks send their :class:`~rivertrio._events.Outcome` on clones of the
+completer's input channel; the completer writes a whole batch with one
+``UPDATE ... FROM unnest(...)`` statement (only rows still ``running`` change)
+and sends the resulting :class:`~rivertrio._events.Event` list on its output
+channel, which the subscription manager reads.
+
+The completer is shielded and ends only when its input channel is closed, that
+is when the client has closed the original send handle and every producer its
+clone. Cancelling the scope around it cannot stop it early: River #400 was a
+completer tied to its caller's context that stopped while producers were still
+finishing, so a late outcome went to a closed channel and was lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import trio
+
+from ._driver._jobs import complete_jobs
+from ._events import Event, EventKind, JobStats, Outcome, OutcomeKind, QueueEvent
+from ._exceptions import ConfigError, DatabaseError
+from ._job import JobRow, JobState
+from .service import Service
+
+__all__ = ["Completer", "CompleterCounters", "CompletionDriver", "CompletionItem"]
+
+log = logging.getLogger("rivertrio.completer")
+
+T = TypeVar("T")
+
+#: What travels on the completer's input channel.
+CompletionItem = Outcome | QueueEvent
+
+# Lists of events buffered between the completer and the subscription manager.
+# Small on purpose: a slow lossless subscriber must back-pressure the completer
+# (and through its backlog the job tasks), not grow a queue.
+_OUTPUT_BUFFER = 4
+
+_EVENT_BY_OUTCOME = {
+    OutcomeKind.COMPLETED: EventKind.JOB_COMPLETED,
+    OutcomeKind.FAILED: EventKind.JOB_FAILED,
+    OutcomeKind.CANCELLED: EventKind.JOB_CANCELLED,
+    OutcomeKind.SNOOZED: EventKind.JOB_SNOOZED,
+    OutcomeKind.INTERRUPTED: EventKind.JOB_INTERRUPTED,
+}
+
+# A row someone else finished (River: completed in the worker's own transaction,
+# cancelled, rescued) is reported as what it is, not as what the worker said.
+_EVENT_BY_STORED_STATE = {
+    JobState.COMPLETED: EventKind.JOB_COMPLETED,
+    JobState.CANCELLED: EventKind.JOB_CANCELLED,
+    JobState.DISCARDED: EventKind.JOB_FAILED,
+}
+
+
+class CompletionDriver(Protocol):
+    """What the completer needs of a driver: `rivertrio._driver.Driver` or a wrapper."""
+
+    @property
+    def configured_schema(self) -> str | None:
+        """The schema to qualify table names with, or None for the search path."""
+        ...
+
+    async def run(self, fn: Callable[..., Coroutine[Any, Any, T]], /, *args: Any) -> T:
+        """Run the asyncio function ``fn(conn, *args)`` on a pooled connection."""
+        ...
+
+
+@dataclass(slots=True)
+class CompleterCounters:
+    """Running totals over every run of one completer, for tests and benchmarks."""
+
+    batches: int = 0
+    """Statements that persisted a (sub-)batch."""
+    failed_attempts: int = 0
+    """Statements that failed (or timed out) and were retried or given up."""
+    rows_persisted: int = 0
+    """Outcomes that changed their row."""
+    rows_finished_elsewhere: int = 0
+    """Outcomes whose row someone else had finished: reported, not changed."""
+    rows_missing: int = 0
+    """Outcomes whose row was deleted: nothing persisted, no event."""
+    rows_dropped: int = 0
+    """Outcomes given up on (database failing, final flush deadline); rows stay running."""
+    events_sent: int = 0
+    """Events handed to the output channel."""
+    events_undeliverable: int = 0
+    """Events lost because the output's receiver was gone (a bug in the consumer)."""
+
+
+class Completer(Service):
+    """Batches job outcomes into one statement per batch; a shielded service.
+
+    Each run creates a fresh input channel (:attr:`input`, bounded by
+    ``backlog``: a full backlog makes senders wait) and a fresh output channel
+    (:attr:`output`, one ``list[Event]`` per persisted sub-batch, in order).
+    Publish both before ``started()``: the client clones :attr:`input` for each
+    producer and closes the original when it stops; it hands :attr:`output` to
+    the subscription manager.
+
+    The run ends only when its input channel is closed (the original and every
+    clone), then flushes what it holds and closes its output. :meth:`stop`
+    closes the original input handle. Cancelling the enclosing scope does the
+    same and nothing more: the run keeps draining, shielded, until every clone
+    is closed too.
+
+    Args:
+        driver: Runs the completion statement (a `Driver`, or a wrapper of one).
+        batch_size: Most outcomes persisted by one statement; a flush holding
+            more is split into sub-batches of this size.
+        flush_interval: Longest time an outcome waits to be batched, in seconds.
+        backlog: Outcomes buffered in the input channel before senders wait.
+        max_attempts: Statements tried per sub-batch before it is given up on
+            (its job ids are logged; the rows stay running for the rescuer).
+        retry_backoff: Base delay between attempts, doubled each time, jittered.
+        attempt_timeout: Deadline of one statement, in seconds.
+        final_flush_timeout: Bound on persisting what is left once the input has
+            closed, so a dead database cannot hang shutdown.
+
+    Raises:
+        ConfigError: A setting is out of range (the message names it).
+    """
+
+    def __init__(
+        self,
+        driver: CompletionDriver,
+        *,
+        batch_size: int = 5000,
+        flush_interval: float = 0.25,
+        backlog: int = 20_000,
+        max_attempts: int = 3,
+        retry_backoff: float = 0.25,
+        attempt_timeout: float = 10.0,
+        final_flush_timeout: float = 15.0,
+    ) -> None:
+        super().__init__()
+        _check_int("batch_size", batch_size, 1)
+        _check_int("backlog", backlog, 0)
+        _check_int("max_attempts", max_attempts, 1)
+        _check_positive("flush_interval", flush_interval)
+        _check_positive("retry_backoff", retry_backoff, zero_ok=True)
+        _check_positive("attempt_timeout", attempt_timeout)
+        _check_positive("final_flush_timeout", final_flush_timeout)
+        self._driver = driver
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.backlog = backlog
+        self.max_attempts = max_attempts
+        self.retry_backoff = retry_backoff
+        self.attempt_timeout = attempt_timeout
+        self.final_flush_timeout = final_flush_timeout
+        self.counters = CompleterCounters()
+        self._input: trio.MemorySendChannel[CompletionItem] | None = None
+        self._output: trio.MemoryReceiveChannel[list[Event]] | None = None
+
+    @property
+    def input(self) -> trio.MemorySendChannel[CompletionItem]:
+        """The current run's original input send handle; clone it for each producer.
+
+        Raises:
+            RuntimeError: The completer is not running.
+        """
+        if self._input is None:
+            raise RuntimeError("the completer is not running: no input channel")
+        return self._input
+
+    @property
+    def output(self) -> trio.MemoryReceiveChannel[list[Event]]:
+        """The current run's output receive handle, for the subscription manager.
+
+        Raises:
+            RuntimeError: The completer is not running.
+        """
+        if self._output is None:
+            raise RuntimeError("the completer is not running: no output channel")
+        return self._output
+
+    async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
+        """One run: publish fresh channels, persist until the input closes, close the output.
+
+        Cancelling the enclosing scope closes the original input handle (as
+        :meth:`stop` does) and does not interrupt the run, which is shielded.
+        """
+        send_in, receive_in = trio.open_memory_channel[CompletionItem](self.backlog)
+        send_out, receive_out = trio.open_memory_channel[list[Event]](_OUTPUT_BUFFER)
+        self._input, self._output = send_in, receive_out
+        failure: Exception | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                # Unshielded on purpose: it is what sees stop() and the enclosing
+                # scope's cancellation, and turns both into closing the original.
+                nursery.start_soon(self._close_input_when_asked, send_in)
+                # River #400: the loop must outlive the caller's cancellation and end
+                # only at end-of-channel, so no job task ever sends on a closed channel.
+                with trio.CancelScope(shield=True):
+                    task_status.started()
+                    try:
+                        await self._loop(receive_in, send_out)
+                    except Exception as exc:
+                        # Kept out of the nursery's group: a service error reaches
+                        # the caller as itself.
+                        failure = exc
+                nursery.cancel_scope.cancel()
+        finally:
+            # Not a checkpoint. The loop closed both already unless it failed; then
+            # job tasks still sending get BrokenResourceError rather than hang.
+            receive_in.close()
+            send_out.close()
+            self._input = self._output = None
+        if failure is not None:
+            raise failure
+
+    async def _close_input_when_asked(
+        self, send_in: trio.MemorySendChannel[CompletionItem]
+    ) -> None:
+        try:
+            await self._stop_event.wait()
+        finally:
+            # On stop() or on the enclosing scope's cancellation. Closing an already
+            # closed handle (the client's own close) is a no-op.
+            send_in.close()
+
+    async def _loop(
+        self,
+        receive_in: trio.MemoryReceiveChannel[CompletionItem],
+        send_out: trio.MemorySendChannel[list[Event]],
+    ) -> None:
+        """Collect batches and flush them until end-of-channel, then flush what is left."""
+        with receive_in, send_out:
+            while True:
+                try:
+                    first = await receive_in.receive()
+                except trio.EndOfChannel:
+                    await trio.lowlevel.checkpoint()
+                    return
+                pending: list[CompletionItem] = [first]
+                count = 1 if isinstance(first, Outcome) else 0
+                closed = False
+                # At low volume wait up to flush_interval for more; at high volume the
+                # batch fills long before and is written at once.
+                with trio.move_on_after(self.flush_interval):
+                    while count < self.batch_size:
+                        try:
+                            item = await receive_in.receive()
+                        except trio.EndOfChannel:
+                            closed = True
+                            break
+                        pending.append(item)
+                        count += isinstance(item, Outcome)
+                        closed, count = self._drain(receive_in, pending, count, self.batch_size)
+                        if closed:
+                            break
+                if not closed:
+                    # Whatever is already waiting goes in this flush too, as
+                    # sub-batches: a backlog is written at batch_size per statement.
+                    closed, count = self._drain(receive_in, pending, count, math.inf)
+                deadline = trio.current_time() + self.final_flush_timeout if closed else math.inf
+                await self._flush(pending, send_out, deadline)
+                if closed:
+                    return
+
+    @staticmethod
+    def _drain(
+        receive_in: trio.MemoryReceiveChannel[CompletionItem],
+        pending: list[CompletionItem],
+        count: int,
+        limit: float,
+    ) -> tuple[bool, int]:
+        """Move buffered items to ``pending`` without waiting; return (closed, outcomes)."""
+        while count < limit:
+            try:
+                item = receive_in.receive_nowait()
+            except trio.WouldBlock:
+                return False, count
+            except trio.EndOfChannel:
+                return True, count
+            pending.append(item)
+            count += isinstance(item, Outcome)
+        return False, count
+
+    def _split(self, items: Sequence[CompletionItem]) -> list[list[CompletionItem]]:
+        """Cut ``items`` into sub-batches of at most ``batch_size`` distinct jobs, in order."""
+        chunks: list[list[CompletionItem]] = [[]]
+        ids: set[int] = set()
+        for item in items:
+            if isinstance(item, Outcome):
+                # A second outcome for one job in one statement would update the row
+                # once and report it twice; in the next statement it is reported as
+                # finished elsewhere, which is what it is.
+                if len(ids) >= self.batch_size or item.job.id in ids:
+                    chunks.append([])
+                    ids = set()
+                ids.add(item.job.id)
+            chunks[-1].append(item)
+        return chunks
+
+    async def _flush(
+        self,
+        items: Sequence[CompletionItem],
+        send_out: trio.MemorySendChannel[list[Event]],
+        deadline: float,
+    ) -> None:
+        """Persist ``items`` sub-batch by sub-batch and send each one's events.
+
+        The database work is bounded by ``deadline`` (the final flush); sending the
+        events is not, since a lossless subscriber is allowed to be slow.
+        """
+        for chunk in self._split(items):
+            outcomes = [item for item in chunk if isinstance(item, Outcome)]
+            records: dict[int, Any] | None = {}
+            if outcomes:
+                records = None
+                with trio.move_on_at(deadline) as scope:
+                    records = await self._persist(outcomes)
+                if scope.cancelled_caught:
+                    ids = [o.job.id for o in outcomes]
+                    self.counters.rows_dropped += len(ids)
+                    log.error(
+                        "final flush deadline (%s s) passed: outcomes of %d jobs not persisted, "
+                        "left running for the rescuer: job ids %s",
+                        self.final_flush_timeout,
+                        len(ids),
+                        ids,
+                    )
+            events = self._events(chunk, records)
+            if events:
+                await self._send(send_out, events)
+        # A flush of deleted rows only sends nothing: still one schedule point per batch.
+        await trio.lowlevel.checkpoint()
+
+    async def _persist(self, outcomes: list[Outcome]) -> dict[int, Any] | None:
+        """Run the completion statement, retrying; return the rows by id, None if given up."""
+        ids = [o.job.id for o in outcomes]
+        kinds = [str(o.kind) for o in outcomes]
+        retry_at = [o.retry_at for o in outcomes]
+        delays = [o.delay for o in outcomes]
+        errors = [o.error for o in outcomes]
+        for attempt in range(1, self.max_attempts + 1):
+            problem: str
+            with trio.move_on_after(self.attempt_timeout) as scope:
+                try:
+                    rows = await self._driver.run(
+                        complete_jobs,
+                        self._driver.configured_schema,
+                        ids,
+                        kinds,
+                        retry_at,
+                        delays,
+                        errors,
+                    )
+                except DatabaseError as exc:
+                    problem = f"{type(exc).__name__}: {exc}"
+                else:
+                    self.counters.batches += 1
+                    return {row["id"]: row for row in rows}
+            if scope.cancelled_caught:
+                problem = f"no answer within attempt_timeout={self.attempt_timeout} s"
+            self.counters.failed_attempts += 1
+            if attempt == self.max_attempts:
+                self.counters.rows_dropped += len(ids)
+                log.error(
+                    "giving up persisting the outcomes of %d jobs after %d attempts (%s); "
+                    "they stay running for the rescuer: job ids %s",
+                    len(ids),
+                    attempt,
+                    problem,
+                    ids,
+                )
+                await trio.lowlevel.checkpoint()
+                return None
+            delay = self.retry_backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
+            log.warning(
+                "persisting the outcomes of %d jobs failed (attempt %d of %d, %s); "
+                "retrying in %.2f s",
+                len(ids),
+                attempt,
+                self.max_attempts,
+                problem,
+                delay,
+            )
+            await trio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _events(
+        self, chunk: Sequence[CompletionItem], records: dict[int, Any] | None
+    ) -> list[Event]:
+        """Build the events of one sub-batch, in the order its items arrived.
+
+        ``records`` holds the returned rows by job id; None if the sub-batch was
+        not persisted, and then only its queue events are reported.
+        """
+        now = trio.current_time()
+        events: list[Event] = []
+        for item in chunk:
+            if isinstance(item, QueueEvent):
+                events.append(Event(item.kind, queue=item.queue))
+                continue
+            if records is None:
+                continue
+            record = records.get(item.job.id)
+            if record is None:
+                # Deleted while running: nothing persisted, nothing to report.
+                self.counters.rows_missing += 1
+                continue
+            row = JobRow.from_record(record)
+            if record["persisted"]:
+                self.counters.rows_persisted += 1
+                if row.state is JobState.CANCELLED:
+                    # The database turned the outcome into a cancellation
+                    # (cancel_attempted_at was set while the job ran).
+                    kind = EventKind.JOB_CANCELLED
+                else:
+                    kind = _EVENT_BY_OUTCOME[item.kind]
+            else:
+                self.counters.rows_finished_elsewhere += 1
+                kind = _EVENT_BY_STORED_STATE.get(row.state, _EVENT_BY_OUTCOME[item.kind])
+            stats = JobStats(
+                queue_wait_duration=item.queue_wait_duration,
+                run_duration=item.run_duration,
+                complete_duration=max(0.0, now - item.finished_at),
+            )
+            events.append(Event(kind, job=row, stats=stats))
+        return events
+
+    async def _send(
+        self, send_out: trio.MemorySendChannel[list[Event]], events: list[Event]
+    ) -> None:
+        try:
+            await send_out.send(events)
+        except trio.BrokenResourceError:
+            broken = True
+            await trio.lowlevel.checkpoint()
+        else:
+            broken = False
+            self.counters.events_sent += len(events)
+        if broken:
+            # The consumer closed its end first, which it must never do. Persisting
+            # matters more than reporting: keep going, but say so.
+            self.counters.events_undeliverable += len(events)
+            log.error(
+                "the subscription manager's channel is closed: %d events not delivered",
+                len(events),
+            )
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"Completer {name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_positive(name: str, value: object, *, zero_ok: bool = False) -> None:
+    ok = (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value >= 0 if zero_ok else value > 0)
+    )
+    if not ok:
+        rule = ">= 0" if zero_ok else "> 0"
+        raise ConfigError(f"Completer {name} must be a finite number {rule} seconds, got {value!r}")
