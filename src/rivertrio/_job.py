@@ -101,7 +101,33 @@ class JobRow:
     @classmethod
     def from_record(cls, rec: Mapping[str, Any] | Any) -> JobRow:
         """Build a row from a database record (as the driver returns it)."""
-        return cls(**_row_fields(rec))
+        # On the hot path (every fetched and completed job): positional, no dict.
+        errors = rec["errors"]
+        metadata = rec["metadata"]
+        unique_states = rec["unique_states"]
+        return cls(
+            rec["id"],
+            _STATES[rec["state"]],
+            rec["attempt"],
+            rec["max_attempts"],
+            rec["attempted_at"],
+            list(rec["attempted_by"] or ()),
+            rec["created_at"],
+            rec["finalized_at"],
+            rec["scheduled_at"],
+            rec["priority"],
+            rec["queue"],
+            rec["kind"],
+            list(rec["tags"] or ()),
+            {} if metadata == "{}" else _decode_object(metadata),
+            [AttemptError.from_json(e) for e in errors] if errors else [],
+            rec["args"],
+            rec["unique_key"],
+            None if unique_states is None else _bits_to_int(unique_states),
+        )
+
+
+_STATES = {state.value: state for state in JobState}
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,34 +139,14 @@ class Job(JobRow, Generic[ArgsT]):
     @classmethod
     def from_row(cls, row: JobRow, args: ArgsT) -> Job[ArgsT]:
         """Attach decoded args to a row."""
-        fields = {f.name: getattr(row, f.name) for f in dataclasses.fields(JobRow)}
-        return cls(**fields, args=args)
+        return cls(**{name: getattr(row, name) for name in _ROW_FIELDS}, args=args)
 
 
-def _row_fields(rec: Any) -> dict[str, Any]:
-    errors = rec["errors"]
-    metadata = rec["metadata"]
-    unique_states = rec["unique_states"]
-    return {
-        "id": rec["id"],
-        "state": JobState(rec["state"]),
-        "attempt": rec["attempt"],
-        "max_attempts": rec["max_attempts"],
-        "attempted_at": rec["attempted_at"],
-        "attempted_by": list(rec["attempted_by"] or ()),
-        "created_at": rec["created_at"],
-        "finalized_at": rec["finalized_at"],
-        "scheduled_at": rec["scheduled_at"],
-        "priority": rec["priority"],
-        "queue": rec["queue"],
-        "kind": rec["kind"],
-        "tags": list(rec["tags"] or ()),
-        "metadata": json.loads(metadata) if isinstance(metadata, str) else dict(metadata),
-        "errors": [AttemptError.from_json(e) for e in errors or ()],
-        "encoded_args": rec["args"],
-        "unique_key": rec["unique_key"],
-        "unique_states": None if unique_states is None else _bits_to_int(unique_states),
-    }
+_ROW_FIELDS = tuple(f.name for f in dataclasses.fields(JobRow))
+
+
+def _decode_object(value: str | Mapping[str, Any]) -> dict[str, Any]:
+    return json.loads(value) if isinstance(value, str) else dict(value)
 
 
 def _bits_to_int(value: Any) -> int:

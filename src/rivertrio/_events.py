@@ -1,0 +1,93 @@
+"""Events delivered to subscribers, and the outcomes job tasks hand the completer."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+from ._job import JobRow
+
+__all__ = ["Event", "EventKind", "JobStats", "Outcome", "OutcomeKind", "QueueEvent"]
+
+
+class EventKind(enum.StrEnum):
+    """What happened; the values are River's event kind strings."""
+
+    JOB_COMPLETED = "job_completed"
+    JOB_FAILED = "job_failed"
+    JOB_CANCELLED = "job_cancelled"
+    JOB_SNOOZED = "job_snoozed"
+    JOB_INTERRUPTED = "job_interrupted"
+    QUEUE_PAUSED = "queue_paused"
+    QUEUE_RESUMED = "queue_resumed"
+
+
+@dataclass(frozen=True, slots=True)
+class JobStats:
+    """Timings of one job's attempt, in seconds."""
+
+    queue_wait_duration: float
+    """From the job being due (scheduled_at) to its fetch."""
+    run_duration: float
+    """Time spent in the worker."""
+    complete_duration: float
+    """From the worker's return to the outcome being persisted."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event: a job outcome persisted, or a queue paused or resumed.
+
+    Job events carry `job` (the row as stored after the outcome) and `stats`;
+    queue events carry `queue` (its name) only.
+    """
+
+    kind: EventKind
+    job: JobRow | None = None
+    stats: JobStats | None = None
+    queue: str | None = None
+
+
+class OutcomeKind(enum.StrEnum):
+    """How a job's attempt ended, as the job task saw it (before the database decides)."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SNOOZED = "snoozed"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(slots=True)
+class Outcome:
+    """An attempt's result, sent by a job task to the completer.
+
+    The database turns it into the row's next state (see SCHEMA.md): a failure
+    becomes retryable, available or discarded; anything but completion becomes
+    cancelled when cancellation was requested while the job ran.
+    """
+
+    job: JobRow
+    """The row as fetched (state running)."""
+    kind: OutcomeKind
+    error: str | None = None
+    """For FAILED (and a CANCELLED decided by an error handler): the error JSON
+    object's text, with ``attempt``, ``error`` and ``trace`` (``at`` is set by
+    the database)."""
+    retry_at: datetime | None = None
+    """For FAILED: an absolute retry time (a worker's ``next_retry``), or None."""
+    delay: float | None = None
+    """For FAILED: seconds after ``attempted_at``; for SNOOZED: seconds from now."""
+    queue_wait_duration: float = 0.0
+    run_duration: float = 0.0
+    finished_at: float = 0.0
+    """``trio.current_time()`` when the worker returned, to measure completion."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEvent:
+    """A queue paused or resumed, passed through the completer to keep one event path."""
+
+    kind: EventKind
+    queue: str

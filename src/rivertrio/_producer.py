@@ -1,0 +1,358 @@
+"""The producer: fetches one queue's jobs and runs each in a task of its work scope."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._driver._admin import queue_refresh
+from ._driver._jobs import fetch_jobs
+from ._events import EventKind, Outcome, OutcomeKind, QueueEvent
+from ._exceptions import DatabaseError
+from ._executor import RunningJob, execute
+from ._job import JobRow
+from .service import Service
+
+if TYPE_CHECKING:
+    from ._client import Client
+    from ._config import QueueConfig
+
+__all__ = ["QUEUE_REFRESH_INTERVAL", "Producer"]
+
+log = logging.getLogger("rivertrio.producer")
+
+# A fetch already sent is shielded (its rows are `running` in the database and
+# must be worked or handed back), but bounded, so a dead server cannot hang stop.
+_FETCH_SHIELD_TIMEOUT = 30.0
+# How long an outcome may wait for room in the completer's backlog during
+# shutdown before it is left to the rescuer.
+_SEND_SHIELD_TIMEOUT = 60.0
+
+#: Seconds between refreshes of a producer's queue row (see `Producer`); read when
+#: a producer is built.
+QUEUE_REFRESH_INTERVAL = 5.0
+
+
+class Producer(Service):
+    """Fetches jobs of one queue with `FOR UPDATE SKIP LOCKED` and runs them.
+
+    It never holds more jobs than `max_workers`. It fetches when woken (an insert
+    notification, a local insert, a freed slot after a fetch that filled every
+    slot) or when its jittered poll interval passes. Two fetches are at least
+    `fetch_cooldown` apart, except a fetch for at least half the slots: that one
+    is worth a round trip at once, which keeps latency low on an idle queue while
+    still batching under load.
+
+    Three scopes: fetching stops on `stop()`; job tasks live in the work scope,
+    cancelled by `cancel_work()` or its deadline; outcomes go to the completer
+    through a channel clone that the producer closes when its last job is done.
+
+    Its queue's ``river_queue`` row is registered at start and refreshed every
+    `refresh_interval` seconds (recreated if it was deleted). The refresh also
+    reads the row's ``paused_at`` and which of its running jobs were marked by
+    ``job_cancel``: the paths by which pause, resume and cancellation reach it
+    without notifications (``poll_only``, a lost notification, a ``*_tx`` call).
+    """
+
+    def __init__(self, client: Client, queue: str, queue_config: QueueConfig) -> None:
+        super().__init__()
+        config = client.config
+        self._client = client
+        self.queue = queue
+        self.max_workers = queue_config.max_workers
+        self.fetch_cooldown = (
+            queue_config.fetch_cooldown
+            if queue_config.fetch_cooldown is not None
+            else config.fetch_cooldown
+        )
+        self.fetch_poll_interval = (
+            queue_config.fetch_poll_interval
+            if queue_config.fetch_poll_interval is not None
+            else config.fetch_poll_interval
+        )
+        self._outcomes: trio.MemorySendChannel[Outcome | QueueEvent] | None = None
+        self._live: trio.MemorySendChannel[Outcome | QueueEvent] | None = None
+        self._running: dict[int, RunningJob] = {}
+        self._changed = trio.Event()
+        self._woken = False
+        self._paused = False
+        self._work_scope: trio.CancelScope | None = None
+        self._cancel_work = False
+        self._work_deadline = math.inf
+        self.fetches = 0
+        self.jobs_started = 0
+        self.refresh_interval = QUEUE_REFRESH_INTERVAL
+        self._refresh_requested = trio.Event()
+        self._refresh_starts = 0
+        self._last_refresh_ok = 0  # the start number of the last refresh that succeeded
+        self._refreshed = trio.Event()
+        # Bumped by each pause/resume from a notification or a direct call, so a
+        # refresh that read the row before it cannot undo it.
+        self._control_seq = 0
+        self._fetching = False
+        self._early_cancels: set[int] = set()
+
+    # -- control, all synchronous (callable from notification callbacks) --
+
+    def attach(self, outcomes: trio.MemorySendChannel[Outcome | QueueEvent]) -> None:
+        """Give the next run its own clone of the completer's input; the run closes it."""
+        self._outcomes = outcomes
+
+    def wake(self) -> None:
+        """Fetch soon: jobs may be available (subject to the cooldown)."""
+        self._woken = True
+        self._changed.set()
+
+    def stop(self) -> None:
+        """Stop fetching; running jobs go on to the end (or the work deadline)."""
+        super().stop()
+        self._changed.set()
+
+    def cancel_work(self) -> None:
+        """Stop fetching and cancel every running job now (a hard stop)."""
+        self._cancel_work = True
+        self.stop()
+        if self._work_scope is not None:
+            self._work_scope.cancel()
+
+    def set_work_deadline(self, deadline: float) -> None:
+        """Cancel running jobs still running at `deadline` (Trio clock): soft stop timeout."""
+        self._work_deadline = min(self._work_deadline, deadline)
+        if self._work_scope is not None:
+            self._work_scope.deadline = self._work_deadline
+
+    def cancel_job(self, job_id: int) -> bool:
+        """Cancel one running job's task (a `job_cancel`); False if this producer does not run it.
+
+        The job's `work` is cancelled; its outcome becomes ``cancelled`` (it does
+        not count as a failure). A cancellation that arrives while a fetch is in
+        flight is kept for the rows that fetch returns: the notification can
+        overtake the fetch's own result.
+        """
+        handle = self._running.get(job_id)
+        if handle is None:
+            if self._fetching:
+                self._early_cancels.add(job_id)
+            return False
+        handle.cancel()
+        return True
+
+    def set_paused(self, paused: bool) -> None:
+        """Pause (no new fetches; running jobs go on) or resume fetching.
+
+        Emits `QUEUE_PAUSED` / `QUEUE_RESUMED` when the state changes.
+        """
+        self._control_seq += 1
+        self._set_paused(paused)
+
+    def request_refresh(self) -> None:
+        """Refresh the queue row soon (e.g. after notifications may have been lost)."""
+        self._refresh_requested.set()
+
+    async def wait_refreshed(self) -> None:
+        """Wait until a refresh of the queue row that starts after this call succeeds.
+
+        A checkpoint; cancel-safe.
+        """
+        after = self._refresh_starts
+        while self._last_refresh_ok <= after:
+            await self._refreshed.wait()
+
+    @property
+    def refreshes(self) -> int:
+        """How many refreshes of the queue row have been started."""
+        return self._refresh_starts
+
+    def _set_paused(self, paused: bool) -> None:
+        if paused == self._paused:
+            return
+        self._paused = paused
+        kind = EventKind.QUEUE_PAUSED if paused else EventKind.QUEUE_RESUMED
+        if self._live is not None:
+            try:
+                self._live.send_nowait(QueueEvent(kind, self.queue))
+            except (trio.WouldBlock, trio.ClosedResourceError):
+                log.warning("could not report %s for queue %s", kind, self.queue)
+        self.wake()
+
+    @property
+    def paused(self) -> bool:
+        """Whether the queue is paused for this producer."""
+        return self._paused
+
+    @property
+    def running_jobs(self) -> int:
+        """How many jobs this producer is running now."""
+        return len(self._running)
+
+    # -- the run --
+
+    async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
+        outcomes, self._outcomes = self._outcomes, None
+        if outcomes is None:
+            raise RuntimeError("Producer.attach(outcomes) must be called before each run")
+        self._cancel_work = False
+        self._work_deadline = math.inf
+        with outcomes:
+            self._live = outcomes
+            try:
+                # Registering is part of starting: a queue paused before start
+                # must not fetch even once (behaviour 44).
+                await self._refresh(initial=True)
+                # The refreshes go on while running jobs finish after a stop: the
+                # row stays fresh and a job_cancel still reaches them (poll_only).
+                async with trio.open_nursery() as refresher:
+                    refresher.start_soon(self._refresh_loop)
+                    async with trio.open_nursery() as work:
+                        self._work_scope = work.cancel_scope
+                        work.cancel_scope.deadline = self._work_deadline
+                        if self._cancel_work:
+                            work.cancel_scope.cancel()
+                        task_status.started()
+                        await self._fetch_loop(work, outcomes)
+                    # Every job is done: a refresh in flight is not worth waiting for.
+                    refresher.cancel_scope.cancel()
+            finally:
+                self._work_scope = None
+                self._live = None
+
+    async def _refresh(self, *, initial: bool = False) -> None:
+        self._refresh_starts += 1
+        started = self._refresh_starts
+        seq = self._control_seq
+        driver = self._client.driver
+        running = list(self._running)
+        rec = await driver.run(queue_refresh, driver.configured_schema, self.queue, running)
+        if seq == self._control_seq:
+            if initial:
+                self._paused = bool(rec["paused"])  # no event for the state at start
+            else:
+                self._set_paused(bool(rec["paused"]))
+        for job_id in rec["cancel_ids"]:
+            handle = self._running.get(job_id)
+            if handle is not None and not handle.cancel_requested:
+                log.info("job %d was cancelled while running; cancelling its task", job_id)
+                handle.cancel()
+        self._last_refresh_ok = started
+        self._refreshed.set()
+        self._refreshed = trio.Event()
+
+    async def _refresh_loop(self) -> None:
+        failures = 0
+        while True:
+            with trio.move_on_after(self.refresh_interval):
+                await self._refresh_requested.wait()
+            self._refresh_requested = trio.Event()
+            try:
+                await self._refresh()
+            except DatabaseError as exc:
+                failures += 1
+                if failures == 1 or failures % 20 == 0:
+                    log.warning(
+                        "refreshing queue %s failed (%d in a row): %s", self.queue, failures, exc
+                    )
+            else:
+                failures = 0
+
+    def _poll_delay(self) -> float:
+        # Jitter (up to +10%) keeps many producers from polling in lockstep.
+        return self.fetch_poll_interval * (1 + random.uniform(0, 0.1))
+
+    async def _fetch_loop(
+        self, work: trio.Nursery, outcomes: trio.MemorySendChannel[Outcome | QueueEvent]
+    ) -> None:
+        next_poll = trio.current_time() + self._poll_delay()
+        # Fetch at once on start: jobs may be waiting already (a restart, a queue
+        # added at runtime, jobs inserted while no client worked the queue).
+        self._woken = True
+        last_fetch = -math.inf
+        more = False  # the last fetch filled every slot: more jobs are likely waiting
+        failures = 0
+        half = max(1, self.max_workers // 2)
+        while not self._stop_requested:
+            now = trio.current_time()
+            free = self.max_workers - len(self._running)
+            due = self._woken or more or now >= next_poll
+            if free > 0 and due and not self._paused:
+                not_before = last_fetch + self.fetch_cooldown if free < half else now
+                if now < not_before:
+                    with trio.move_on_at(not_before):
+                        await self._stop_event.wait()
+                    continue
+                self._woken = False
+                try:
+                    rows = await self._fetch(free)
+                except DatabaseError as exc:
+                    self._early_cancels.clear()
+                    failures += 1
+                    if failures == 1 or failures % 20 == 0:
+                        log.warning(
+                            "fetching queue %s failed (%d in a row): %s", self.queue, failures, exc
+                        )
+                    last_fetch = trio.current_time()
+                    next_poll = last_fetch + min(self.fetch_poll_interval, 0.1 * 2**failures)
+                    more = False
+                    continue
+                failures = 0
+                last_fetch = trio.current_time()
+                next_poll = last_fetch + self._poll_delay()
+                more = len(rows) == free
+                early, self._early_cancels = self._early_cancels, set()
+                for row in rows:
+                    handle = RunningJob(row)
+                    if row.id in early:
+                        handle.cancel()
+                    self._running[row.id] = handle
+                    work.start_soon(self._job_task, handle, outcomes, name=f"job {row.id}")
+                continue
+            self._changed = trio.Event()
+            with trio.move_on_at(next_poll if free > 0 and not self._paused else math.inf):
+                await self._changed.wait()
+
+    async def _fetch(self, limit: int) -> list[JobRow]:
+        driver = self._client.driver
+        self.fetches += 1
+        self._fetching = True
+        try:
+            with trio.move_on_after(_FETCH_SHIELD_TIMEOUT, shield=True) as scope:
+                records = await driver.run(
+                    fetch_jobs, driver.configured_schema, self.queue, limit, self._client.id
+                )
+        finally:
+            self._fetching = False
+        if scope.cancelled_caught:
+            raise DatabaseError(f"fetching queue {self.queue} timed out")
+        rows = [JobRow.from_record(r) for r in records]
+        rows.sort(key=lambda r: (r.priority, r.scheduled_at, r.id))
+        self.jobs_started += len(rows)
+        return rows
+
+    async def _job_task(
+        self, handle: RunningJob, outcomes: trio.MemorySendChannel[Outcome | QueueEvent]
+    ) -> None:
+        # Anything but a completed run of `execute` (cancellation from outside:
+        # hard stop, soft stop timeout, the enclosing scope) is an interruption.
+        outcome = Outcome(job=handle.row, kind=OutcomeKind.INTERRUPTED)
+        try:
+            outcome = await execute(self._client, self._client.config, handle)
+        finally:
+            del self._running[handle.row.id]
+            try:
+                # Not a checkpoint: works even in a cancelled scope.
+                outcomes.send_nowait(outcome)
+            except trio.WouldBlock:
+                # Backlog full: wait for room, shielded, since this outcome must not be lost.
+                with trio.move_on_after(_SEND_SHIELD_TIMEOUT, shield=True) as scope:
+                    await outcomes.send(outcome)
+                if scope.cancelled_caught:
+                    log.error(
+                        "the completer took no outcome for %s s; job %d stays running "
+                        "for the rescuer",
+                        _SEND_SHIELD_TIMEOUT,
+                        handle.row.id,
+                    )
+            self._changed.set()
