@@ -134,7 +134,7 @@ class Completer(Service):
         driver: CompletionDriver,
         *,
         batch_size: int = 5000,
-        flush_interval: float = 0.25,
+        flush_interval: float = 0.05,
         backlog: int = 20_000,
         max_attempts: int = 3,
         retry_backoff: float = 0.25,
