@@ -410,6 +410,10 @@ class Listener:
             self._conn.terminate()
 
 
+def _log_asyncio_error(_loop: Any, context: dict[str, Any]) -> None:
+    log.debug("asyncio: %s", context.get("message"), exc_info=context.get("exception"))
+
+
 @asynccontextmanager
 async def open_driver(
     url: str,
@@ -441,6 +445,10 @@ async def open_driver(
     # error leaving this block, ours or the caller's, would arrive wrapped alone.
     with collapse_single_groups():
         async with trio_asyncio.open_loop() as loop:
+            # A connect cancelled mid-handshake leaves an asyncio future whose
+            # error nobody retrieves; trio-asyncio's default handler would raise
+            # it into the loop's nursery and tear the whole driver down.
+            loop.set_exception_handler(_log_asyncio_error)
             where = describe_url(url)
 
             async def create() -> tuple[asyncpg.Pool, str]:

@@ -1,0 +1,290 @@
+"""Leader election on ``river_leader``: exactly one client runs maintenance.
+
+The protocol is River's (SCHEMA.md, "Leadership"). The table holds at most one
+row. A candidate deletes an expired row and inserts itself; the leader extends
+``expires_at`` every `elect_interval` seconds, but only while the row still
+holds its own term (``leader_id`` and ``elected_at``); a leader that cannot do
+so within its `ttl` steps down on its own; a stopping leader deletes its term
+and notifies ``resigned`` so that waiting candidates try at once. Every
+timestamp comes from the database clock.
+
+Leadership reaches the rest of the client as `Term` objects: each election won
+is a new term with a ``lost`` event, set once the term is over. Waiting for
+the next term never blocks the elector, and terms arrive in order: a term is
+lost before the next one begins.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._driver._maintenance import elect, reelect, resign
+from ._exceptions import ConfigError, DatabaseError
+from ._maintenance._base import Counter, cancel_on, check_interval
+from .service import Service
+
+if TYPE_CHECKING:
+    from ._driver import Driver
+
+__all__ = ["LEADERSHIP_TOPIC", "Elector", "Term", "request_resign"]
+
+log = logging.getLogger("rivertrio.elector")
+
+LEADERSHIP_TOPIC = "river_leadership"
+
+# A resigning leader wakes every candidate at once; a short random delay keeps
+# them from all bidding in the same millisecond (River does the same).
+_WAKE_SPREAD = 0.05
+# Pause between re-election retries after a database error.
+_RETRY_PAUSE = 1.0
+# Bound on the shielded resignation when stopping.
+_RESIGN_TIMEOUT = 5.0
+
+
+@dataclass(eq=False)
+class Term:
+    """One term of leadership: from winning an election until it is lost."""
+
+    number: int
+    """1 for this elector's first term, then 2, ..."""
+    elected_at: datetime
+    """``river_leader.elected_at`` of the term (database clock)."""
+    lost: trio.Event = field(default_factory=trio.Event)
+    """Set when the term ends: resigned, replaced, expired or the elector stopped."""
+
+
+async def request_resign(driver: Driver) -> None:
+    """Ask the current leader, whoever it is, to step down; a checkpoint.
+
+    It resigns and the candidates (including itself, after an interval) elect
+    a leader again. Has no effect on clients that run without notifications.
+    """
+    await driver.notify(LEADERSHIP_TOPIC, json.dumps({"action": "request_resign"}))
+
+
+class Elector(Service):
+    """Competes for leadership and holds it; see the module docstring.
+
+    Feed it ``river_leadership`` notifications with `handle_notification` (the
+    client's notifier does); without them (``poll_only``) it still works, only
+    candidates notice a resignation at their next attempt.
+
+    Args:
+        driver: The database.
+        client_id: This client's id, stored as ``leader_id``.
+        elect_interval: Seconds between a candidate's attempts and between a
+            leader's re-elections (River: 5).
+        ttl: How long a term lasts without re-election (River: 15); must exceed
+            `elect_interval`.
+
+    Raises:
+        ConfigError: An interval is not a positive number, or ``ttl <= elect_interval``.
+    """
+
+    def __init__(
+        self,
+        driver: Driver,
+        client_id: str,
+        *,
+        elect_interval: float = 5.0,
+        ttl: float = 15.0,
+    ) -> None:
+        super().__init__()
+        self._driver = driver
+        self.client_id = client_id
+        self.elect_interval = check_interval("elect_interval", elect_interval)
+        self.ttl = check_interval("ttl", ttl)
+        if self.ttl <= self.elect_interval:
+            raise ConfigError(
+                f"ttl ({ttl}) must be greater than elect_interval ({elect_interval}): "
+                "a leader must be able to re-elect before its term expires"
+            )
+        self._term: Term | None = None
+        self._terms = 0
+        self._term_changed = trio.Event()
+        self._wake = trio.Event()
+        self._resign_requested = trio.Event()
+        # An elect statement cut short by a stop may have committed: the stop
+        # then resigns any term under our id so it does not linger for a TTL.
+        self._attempt_interrupted = False
+        # elected_at of a term whose row may still be in the table (won, and not
+        # yet resigned or replaced): a stop deletes it.
+        self._held_row: datetime | None = None
+        self.attempts = Counter()
+        """Election attempts made as a candidate (won or not)."""
+        self.reelections = Counter()
+        """Successful re-elections as leader."""
+
+    # -- what the rest of the client sees --
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this elector holds a term right now."""
+        return self._term is not None
+
+    @property
+    def term(self) -> Term | None:
+        """The term held now, or None."""
+        return self._term
+
+    async def next_term(self, after: int = 0) -> Term:
+        """Wait for a term numbered above `after` and return it; a checkpoint.
+
+        The term returned may already be lost if it ended before the caller
+        woke: check ``term.lost``. Cancel-safe.
+        """
+        while True:
+            term = self._term
+            if term is not None and term.number > after:
+                await trio.lowlevel.checkpoint()
+                return term
+            await self._term_changed.wait()
+
+    def handle_notification(self, payload: dict[str, Any]) -> None:
+        """Handle a ``river_leadership`` notification; not a checkpoint, never blocks."""
+        action = payload.get("action")
+        if action == "resigned" and payload.get("leader_id") != self.client_id:
+            self._wake.set()
+        elif action == "request_resign" and self._term is not None:
+            self._resign_requested.set()
+
+    def request_resign(self) -> None:
+        """Step down now if leading (as a ``request_resign`` notification would)."""
+        if self._term is not None:
+            self._resign_requested.set()
+
+    # -- the service --
+
+    async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(cancel_on, self._stop_event, nursery.cancel_scope)
+                task_status.started()
+                while True:
+                    term, deadline = await self._campaign()
+                    resigned_on_request = await self._lead(term, deadline)
+                    if resigned_on_request:
+                        # Give the other candidates, woken by our resignation, the
+                        # field: standing again at once would most likely win.
+                        await trio.sleep(self.elect_interval)
+        finally:
+            self._lose()
+            if self._held_row is not None or self._attempt_interrupted:
+                with trio.move_on_after(_RESIGN_TIMEOUT, shield=True):
+                    await self._resign(self._held_row)
+
+    async def _campaign(self) -> tuple[Term, float]:
+        """Try to become leader until it works; returns the term and its local deadline."""
+        while True:
+            self._wake = trio.Event()
+            started = trio.current_time()
+            elected_at: datetime | None = None
+            self._attempt_interrupted = True
+            try:
+                elected_at = await self._driver.run(
+                    elect, self._driver.configured_schema, self.client_id, self.ttl
+                )
+            except DatabaseError as exc:
+                log.warning("leader election attempt failed: %s", exc)
+            self._attempt_interrupted = False
+            self.attempts.increment()
+            if elected_at is not None:
+                log.info("client %r is now the leader", self.client_id)
+                return self._begin(elected_at), started + self.ttl
+            with trio.move_on_after(self.elect_interval * random.uniform(1.0, 1.1)):
+                await self._wake.wait()
+                await trio.sleep(random.uniform(0, _WAKE_SPREAD))
+
+    async def _lead(self, term: Term, deadline: float) -> bool:
+        """Hold the term until it is lost; True if it ended on a resign request.
+
+        `deadline` is the local (trio clock) time by which the term expires
+        without a re-election: it is measured from before the statement that
+        set ``expires_at``, so it falls before the database's own expiry.
+        """
+        try:
+            while True:
+                with trio.move_on_after(self.elect_interval):
+                    await self._resign_requested.wait()
+                if self._resign_requested.is_set():
+                    log.info("client %r resigns leadership on request", self.client_id)
+                    # Local first: maintenance stops before anyone else can win.
+                    self._lose()
+                    await self._resign(term.elected_at)
+                    return True
+                ok = False
+                started = trio.current_time()
+                with trio.move_on_at(deadline) as scope:
+                    while True:
+                        started = trio.current_time()
+                        try:
+                            ok = await self._driver.run(
+                                reelect,
+                                self._driver.configured_schema,
+                                self.client_id,
+                                term.elected_at,
+                                self.ttl,
+                            )
+                            break
+                        except DatabaseError as exc:
+                            log.warning("leader re-election failed, retrying: %s", exc)
+                            await trio.sleep(min(_RETRY_PAUSE, self.elect_interval))
+                if scope.cancelled_caught:
+                    log.warning(
+                        "client %r could not re-elect within its %g s TTL: stepping down",
+                        self.client_id,
+                        self.ttl,
+                    )
+                    return False
+                if not ok:
+                    log.warning("client %r lost leadership: its term was replaced", self.client_id)
+                    self._held_row = None
+                    return False
+                deadline = started + self.ttl
+                self.reelections.increment()
+        finally:
+            self._lose()
+
+    async def _resign(self, elected_at: datetime | None) -> None:
+        try:
+            await self._driver.run(
+                resign,
+                self._driver.configured_schema,
+                self.client_id,
+                elected_at,
+                self._driver.channel(LEADERSHIP_TOPIC),
+            )
+        except DatabaseError as exc:
+            log.warning("could not resign leadership (it expires on its own): %s", exc)
+        else:
+            self._held_row = None
+            self._attempt_interrupted = False
+
+    # -- term bookkeeping (no checkpoints) --
+
+    def _begin(self, elected_at: datetime) -> Term:
+        self._terms += 1
+        self._held_row = elected_at
+        term = self._term = Term(self._terms, elected_at)
+        self._resign_requested = trio.Event()
+        self._signal_change()
+        return term
+
+    def _lose(self) -> None:
+        term = self._term
+        if term is None:
+            return
+        self._term = None
+        term.lost.set()
+        self._signal_change()
+
+    def _signal_change(self) -> None:
+        self._term_changed.set()
+        self._term_changed = trio.Event()

@@ -1,0 +1,129 @@
+"""What the maintenance services share: a progress counter and the run-every-interval loop."""
+
+from __future__ import annotations
+
+import abc
+import logging
+import math
+import random
+
+import trio
+
+from .._exceptions import ConfigError, DatabaseError
+from ..service import Service
+
+__all__ = ["Counter", "IntervalService", "cancel_on", "check_batch_size", "check_interval"]
+
+log = logging.getLogger("rivertrio.maintenance")
+
+
+def check_interval(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """Validate a duration argument (seconds, finite, > 0 or >= 0).
+
+    Raises:
+        ConfigError: Not a finite number in range; the message names `name`.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number of seconds, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name} must be {bound} seconds, got {value!r}")
+    return float(value)
+
+
+def check_batch_size(value: object) -> int:
+    """Validate a batch size (an int >= 1).
+
+    Raises:
+        ConfigError: It is not.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"batch_size must be an int >= 1, got {value!r}")
+    return value
+
+
+class Counter:
+    """A count that tasks can wait on: how many passes, firings or elections happened.
+
+    Services bump it after each unit of work; tests await ``wait_for(n)`` instead
+    of sleeping.
+    """
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._changed = trio.Event()
+
+    def increment(self) -> None:
+        """Add one and wake the waiters; not a checkpoint."""
+        self.value += 1
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for(self, target: int) -> None:
+        """Wait until the count reaches `target`; a checkpoint, cancel-safe."""
+        while self.value < target:
+            await self._changed.wait()
+        await trio.lowlevel.checkpoint()
+
+
+async def cancel_on(event: trio.Event, scope: trio.CancelScope) -> None:
+    """Cancel `scope` once `event` is set (a service's stop request)."""
+    await event.wait()
+    scope.cancel()
+
+
+class IntervalService(Service):
+    """A maintenance service that runs :meth:`run_once` at start, then every `interval`.
+
+    A failing pass (the database is down, a statement fails) is logged and
+    retried at the next interval: maintenance never takes the client down.
+    Stopping cancels a pass in flight; each pass is made of atomic statements,
+    so nothing is left half done. `passes` counts the passes that ended,
+    successfully or not; `failures` those that raised.
+    """
+
+    name = "maintenance service"
+
+    def __init__(self, *, interval: float) -> None:
+        super().__init__()
+        self.interval = check_interval(f"{type(self).__name__} interval", interval)
+        self.passes = Counter()
+        self.failures = 0
+        self._wake = trio.Event()
+
+    @abc.abstractmethod
+    async def run_once(self) -> object:
+        """Do one full pass; a checkpoint. Returns what it did (for logs and tests)."""
+
+    async def _tick(self) -> object:
+        """One pass of the service loop; a subclass may vary it between passes."""
+        return await self.run_once()
+
+    def wake(self) -> None:
+        """Run the next pass now instead of at the end of the interval; not a checkpoint."""
+        self._wake.set()
+
+    async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cancel_on, self._stop_event, nursery.cancel_scope)
+            task_status.started()
+            while True:
+                self._wake = trio.Event()
+                try:
+                    result = await self._tick()
+                except DatabaseError as exc:
+                    self.failures += 1
+                    log.warning(
+                        "%s: pass failed, retrying in %.1f s: %s", self.name, self.interval, exc
+                    )
+                except Exception:
+                    self.failures += 1
+                    log.exception("%s: pass failed, retrying in %.1f s", self.name, self.interval)
+                else:
+                    if result:
+                        log.debug("%s: %s", self.name, result)
+                self.passes.increment()
+                # Up to 10% jitter, so that services started together do not
+                # hit the database together forever after.
+                with trio.move_on_after(self.interval * random.uniform(1.0, 1.1)):
+                    await self._wake.wait()

@@ -1,0 +1,53 @@
+"""Child process of test_rescue_multiprocess: a worker that dies while holding jobs.
+
+Usage: python _rescue_child.py URL SCHEMA CLIENT_ID MAX_WORKERS
+
+It takes its liveness lock, starts a client on the queue "doomed" whose jobs
+never finish, prints "ready", then "running <id>" as each job starts. The
+test SIGKILLs it.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import trio
+
+import rivertrio
+from rivertrio._driver import open_driver
+from rivertrio._liveness import Liveness
+
+
+@dataclass
+class Hang(rivertrio.JobArgs, kind="hang"):
+    n: int = 0
+
+
+async def main(url: str, schema: str, client_id: str, max_workers: int) -> None:
+    workers = rivertrio.Workers()
+
+    @workers.register(Hang)
+    async def hang(job: rivertrio.Job[Hang]) -> None:
+        print(f"running {job.id}", flush=True)
+        await trio.sleep_forever()
+
+    cfg = rivertrio.Config(
+        schema=schema,
+        id=client_id,
+        queues={"doomed": rivertrio.QueueConfig(max_workers=max_workers)},
+        workers=workers,
+        job_timeout=None,
+        fetch_poll_interval=0.1,
+        fetch_cooldown=0.01,
+    )
+    async with open_driver(url, schema=schema) as driver, trio.open_nursery() as nursery:
+        # The lock is taken before the client can fetch anything.
+        await nursery.start(Liveness(driver, client_id).run)
+        async with rivertrio.open_client(cfg, database_url=url):
+            print("ready", flush=True)
+            await trio.sleep_forever()
+
+
+if __name__ == "__main__":
+    trio.run(main, sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
