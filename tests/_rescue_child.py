@@ -2,9 +2,9 @@
 
 Usage: python _rescue_child.py URL SCHEMA CLIENT_ID MAX_WORKERS
 
-It takes its liveness lock, starts a client on the queue "doomed" whose jobs
-never finish, prints "ready", then "running <id>" as each job starts. The
-test SIGKILLs it.
+It starts a client (which takes its liveness lock, its id carrying the marker)
+on the queue "doomed" whose jobs never finish, prints "ready", then
+"running <id>" as each job starts. The test SIGKILLs it.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from dataclasses import dataclass
 import trio
 
 import rivertrio
-from rivertrio._driver import open_driver
-from rivertrio._liveness import Liveness
 
 
 @dataclass
@@ -41,12 +39,9 @@ async def main(url: str, schema: str, client_id: str, max_workers: int) -> None:
         fetch_poll_interval=0.1,
         fetch_cooldown=0.01,
     )
-    async with open_driver(url, schema=schema) as driver, trio.open_nursery() as nursery:
-        # The lock is taken before the client can fetch anything.
-        await nursery.start(Liveness(driver, client_id).run)
-        async with rivertrio.open_client(cfg, database_url=url):
-            print("ready", flush=True)
-            await trio.sleep_forever()
+    async with rivertrio.open_client(cfg, database_url=url):
+        print("ready", flush=True)
+        await trio.sleep_forever()
 
 
 if __name__ == "__main__":

@@ -75,17 +75,28 @@ def test_defaults_are_rivers() -> None:
     assert config.insert_only
 
 
-def test_default_id_is_host_and_start_time() -> None:
+def test_default_id_is_host_and_start_time_with_the_liveness_marker() -> None:
     before = datetime.now(UTC)
     config = Config()
     host = re.sub(r"[^A-Za-z0-9_\-]", "_", socket.gethostname())[:60]
     assert config.id.startswith(host + "_")
-    stamp = datetime.strptime(config.id[len(host) + 1 :], "%Y_%m_%dT%H_%M_%S_%f")
+    assert config.id.endswith(".rt")  # holds a liveness lock: fast rescue applies
+    stamp = datetime.strptime(config.id[len(host) + 1 : -3], "%Y_%m_%dT%H_%M_%S_%f")
     assert abs(stamp.replace(tzinfo=UTC) - before).total_seconds() < 5
     assert 1 <= len(config.id) <= 100
     # Computed per construction, not once at import.
-    later = default_client_id(datetime(2030, 1, 2, 3, 4, 5, 6, tzinfo=UTC))
+    later = default_client_id(datetime(2030, 1, 2, 3, 4, 5, 6, tzinfo=UTC), marked=False)
     assert later.endswith("_2030_01_02T03_04_05_000006")
+
+
+def test_poll_only_ids_carry_no_liveness_marker() -> None:
+    # Transaction-pooling proxies cannot keep a session lock, so a poll_only
+    # client must not promise one: its live jobs would be rescued.
+    assert not Config(poll_only=True).id.endswith(".rt")
+    assert not dataclasses.replace(Config(), poll_only=True).id.endswith(".rt")
+    assert Config(poll_only=True, id="worker-1").id == "worker-1"
+    with pytest.raises(ConfigError, match=r"id 'worker-1\.rt' ends with '\.rt'.*poll_only"):
+        Config(poll_only=True, id="worker-1.rt")
 
 
 def test_config_is_frozen_and_owns_its_queues() -> None:
@@ -334,10 +345,14 @@ def test_invalid_schemas(schema: Any) -> None:
         Config(schema=schema)
 
 
-@pytest.mark.parametrize("client_id", ["", "x" * 101, 7])
+@pytest.mark.parametrize("client_id", ["x" * 101, 7, None])
 def test_invalid_client_id(client_id: Any) -> None:
     with pytest.raises(ConfigError, match=r"^id must be a string of 1 to 100"):
         Config(id=client_id)
+
+
+def test_empty_client_id_means_generate_one() -> None:
+    assert Config(id="").id.endswith(".rt")
 
 
 def test_poll_only_must_be_bool() -> None:

@@ -132,7 +132,7 @@ async def test_broken_listen_connection_is_detected(plain: Driver) -> None:
     listener = await plain.open_listener()
     try:
         await listener.listen("river_insert")
-        pid = listener._conn.get_server_pid()
+        pid = listener.backend_pid
         assert await plain.fetchval("SELECT pg_terminate_backend($1)", pid)
         with trio.fail_after(10):
             # The server closing the socket is seen by the next read; a ping forces one.

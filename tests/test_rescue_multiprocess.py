@@ -1,8 +1,9 @@
 """Fast rescue across processes: a worker process is SIGKILLed while its jobs run.
 
-The leader (this process: an Elector and a Maintainer with production
-intervals) must put the dead process's jobs back within 10 s, while a live
-client's long job, older than the grace period, is never rescued early.
+The leader (a client in this process, with production intervals) must put the
+dead process's jobs back within 10 s, while its own long job, older than the
+grace period, is never rescued early. Both are real clients: each holds its
+liveness lock because its id carries the marker.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ import rivertrio
 from _maintenance_support import make_job
 from _support import row
 from rivertrio._driver import Driver
-from rivertrio._elector import Elector
-from rivertrio._liveness import CLIENT_ID_MARKER, Liveness
-from rivertrio._maintenance import JobRescuer, Maintainer, MaintenanceSettings
+from rivertrio._liveness import CLIENT_ID_MARKER
+from rivertrio._maintenance import JobRescuer, MaintenanceSettings
 from rivertrio._maintenance._rescuer import RESCUED_ERROR
 
 pytestmark = pytest.mark.timeout(90)
@@ -59,14 +59,10 @@ async def test_dead_process_jobs_are_rescued_within_seconds(
     suffix = uuid.uuid4().hex[:8]
     dead_id = f"doomed-{suffix}{CLIENT_ID_MARKER}"
     live_id = f"alive-{suffix}{CLIENT_ID_MARKER}"
-    cfg = rivertrio.Config(schema=migrated_schema, workers=rivertrio.Workers(), job_timeout=None)
-    elector = Elector(driver, f"leader-{suffix}{CLIENT_ID_MARKER}", elect_interval=0.5, ttl=5)
-    # Production rescue settings: grace 5 s, a check every second.
-    settings = MaintenanceSettings()
-    maintainer = Maintainer.for_config(driver, cfg, elector, settings=settings)
-    rescuer = maintainer.service(JobRescuer)
+    settings = MaintenanceSettings()  # production rescue: grace 5 s, a check every second
 
-    # A live client in this process, working one long job on its own queue.
+    # A live client in this process, working one long job on its own queue. It
+    # starts first, so it becomes the leader and runs the rescuer.
     release = trio.Event()
     long_started = trio.Event()
     workers = rivertrio.Workers()
@@ -85,54 +81,45 @@ async def test_dead_process_jobs_are_rescued_within_seconds(
     )
 
     with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(maintainer.run)
-            await nursery.start(elector.run)
-            await maintainer.terms.wait_for(1)
-            live_lock = Liveness(driver, live_id)
-            await nursery.start(live_lock.run)
-            async with rivertrio.open_client(live_cfg, database_url=database_url) as live:
-                long_job = (await live.insert(Long(), rivertrio.InsertOpts(queue="slow"))).job
-                await long_started.wait()
+        async with rivertrio.open_client(live_cfg, database_url=database_url) as live:
+            await live._maintainer.terms.wait_for(1)  # leader
+            rescuer = live._maintainer.service(JobRescuer)
+            long_job = (await live.insert(Long(), rivertrio.InsertOpts(queue="slow"))).job
+            await long_started.wait()
 
-                proc = await trio.lowlevel.open_process(
-                    [sys.executable, str(CHILD), database_url, migrated_schema, dead_id, str(JOBS)],
-                    stdout=subprocess.PIPE,
-                )
-                try:
-                    assert proc.stdout is not None
-                    lines = Lines(proc.stdout)
-                    assert await lines.next() == "ready"
-                    doomed = [
-                        await make_job(driver, kind="hang", queue="doomed") for _ in range(JOBS)
-                    ]
-                    running = {await lines.next() for _ in range(JOBS)}
-                    assert running == {f"running {job_id}" for job_id in doomed}
-                    proc.kill()  # SIGKILL: no cleanup of any kind
-                    killed_at = trio.current_time()
-                    await proc.wait()
-                finally:
-                    if proc.returncode is None:
-                        proc.kill()
-                        with trio.move_on_after(5, shield=True):
-                            await proc.wait()
+            proc = await trio.lowlevel.open_process(
+                [sys.executable, str(CHILD), database_url, migrated_schema, dead_id, str(JOBS)],
+                stdout=subprocess.PIPE,
+            )
+            try:
+                assert proc.stdout is not None
+                lines = Lines(proc.stdout)
+                assert await lines.next() == "ready"
+                doomed = [await make_job(driver, kind="hang", queue="doomed") for _ in range(JOBS)]
+                running = {await lines.next() for _ in range(JOBS)}
+                assert running == {f"running {job_id}" for job_id in doomed}
+                proc.kill()  # SIGKILL: no cleanup of any kind
+                killed_at = trio.current_time()
+                await proc.wait()
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    with trio.move_on_after(5, shield=True):
+                        await proc.wait()
 
-                while True:
-                    states = {(await row(driver, job_id)).state for job_id in doomed}
-                    if rivertrio.JobState.RUNNING not in states:
-                        break
-                    await rescuer.passes.wait_for(rescuer.passes.value + 1)
-                took = trio.current_time() - killed_at
-                print(f"\nthe dead process's {JOBS} jobs were rescued {took:.2f} s after SIGKILL")
+            while True:
+                states = {(await row(driver, job_id)).state for job_id in doomed}
+                if rivertrio.JobState.RUNNING not in states:
+                    break
+                await rescuer.passes.wait_for(rescuer.passes.value + 1)
+            took = trio.current_time() - killed_at
+            print(f"\nthe dead process's {JOBS} jobs were rescued {took:.2f} s after SIGKILL")
 
-                # By now the live client's job is older than the grace: it stays.
-                long_row = await row(driver, long_job.id)
-                assert long_row.state == rivertrio.JobState.RUNNING
-                assert long_row.attempted_at is not None
-                release.set()
-            live_lock.stop()
-            maintainer.stop()
-            elector.stop()
+            # By now the live client's job is older than the grace: it stays.
+            long_row = await row(driver, long_job.id)
+            assert long_row.state == rivertrio.JobState.RUNNING
+            assert long_row.attempted_at is not None
+            release.set()
 
     assert took < 10, f"rescued only after {took:.2f} s"
     assert took >= settings.orphan_grace

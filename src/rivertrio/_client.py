@@ -13,6 +13,7 @@ import trio
 from ._completer import Completer
 from ._config import Config, QueueConfig, queue_name_problem
 from ._driver import Driver, Tx, _admin, open_driver
+from ._elector import LEADERSHIP_TOPIC, Elector
 from ._events import Event, EventKind
 from ._exceptions import (
     ConfigError,
@@ -24,6 +25,8 @@ from ._exceptions import (
 )
 from ._insert import INSERT_TOPIC, Inserter, InsertOpts, InsertResult
 from ._job import JobArgs, JobRow, JobState
+from ._liveness import Liveness, is_marked
+from ._maintenance import Maintainer, PeriodicJobs
 from ._notifier import Notifier
 from ._params import JobDeleteManyParams, JobListCursor, JobListParams, JobListResult, Queue
 from ._producer import Producer
@@ -110,6 +113,24 @@ class Client:
         self._subscriptions = SubscriptionManager()
         self._notifier: Notifier | None = None
         self._inserter = Inserter(driver, config, on_available=self._wake_local)
+        # Fast rescue: a client whose id carries the marker holds a liveness lock
+        # while it may have jobs running (see _liveness).
+        self._liveness: Liveness | None = None
+        if is_marked(config.id) and not config.poll_only:
+            self._liveness = Liveness(driver, config.id)
+            self._liveness.on_lost(self._on_liveness_lost)
+            self._liveness.on_regained(self._on_liveness_regained)
+        self._elector = Elector(driver, config.id)
+        self.periodic_jobs = PeriodicJobs(config.periodic_jobs)
+        """The periodic jobs the leader enqueues; ``add(job)`` / ``remove(id)`` at runtime."""
+        self._maintainer = Maintainer.for_config(
+            driver,
+            config,
+            self._elector,
+            inserter=self._inserter,
+            periodic_jobs=self.periodic_jobs,
+            on_available=self._wake_local,
+        )
         self._nursery: trio.Nursery | None = None
         self._outcomes: trio.MemorySendChannel[Outcome | QueueEvent] | None = None
         self._stop_requested = trio.Event()
@@ -151,6 +172,7 @@ class Client:
                     task_status.started()
                     self._started.set()
                     await self._stop_requested.wait()
+                    self._stop_maintenance()
                     if self.config.soft_stop_timeout is not None:
                         deadline = trio.current_time() + self.config.soft_stop_timeout
                         for producer in self._producers.values():
@@ -165,11 +187,14 @@ class Client:
                     for producer in self._producers.values():
                         if not producer.stopped:
                             producer.cancel_work()
+                    self._stop_maintenance()
                     if self._notifier is not None:
                         self._notifier.stop()
                     # Closing our handle lets the completer end once every producer
                     # has closed its clone; it flushes, then closes its output.
                     outcomes.close()
+                    if self._liveness is not None and self._queue_configs:
+                        nursery.start_soon(self._release_liveness, self._liveness)
         finally:
             self._stopped.set()
 
@@ -183,7 +208,11 @@ class Client:
             self._notifier.subscribe(INSERT_TOPIC, self._on_insert_notification)
             self._notifier.subscribe(CONTROL_TOPIC, self._on_control_notification)
             self._notifier.on_reconnect(self._on_reconnect)
+            self._notifier.subscribe(LEADERSHIP_TOPIC, self._elector.handle_notification)
             await nursery.start(self._notifier.run)
+        if self._liveness is not None:
+            # Before any fetch: no job may run under this id without the lock.
+            await nursery.start(self._hold_liveness, self._liveness)
         self._producers = {}
         for name, queue_config in self._queue_configs.items():
             producer = Producer(self, name, queue_config)
@@ -192,6 +221,36 @@ class Client:
             await nursery.start(producer.run)
         self._nursery = nursery
         self._outcomes = outcomes
+        await nursery.start(self._maintainer.run)
+        await nursery.start(self._elector.run)
+
+    def _stop_maintenance(self) -> None:
+        # Idempotent: the leader resigns (deleting its term) as the client stops.
+        self._maintainer.stop()
+        self._elector.stop()
+
+    async def _hold_liveness(
+        self, liveness: Liveness, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        # Shielded like the completer: the lock must outlive a cancelled scope
+        # until every outcome is persisted, or the leader could rescue jobs that
+        # are still `running` in the database. `_release_liveness` ends it.
+        with trio.CancelScope(shield=True):
+            await liveness.run(task_status=task_status)
+
+    async def _release_liveness(self, liveness: Liveness) -> None:
+        with trio.CancelScope(shield=True):
+            await self._completer.wait_stopped()
+        liveness.stop()
+
+    def _on_liveness_lost(self) -> None:
+        # The leader may now rescue our running jobs: take no more under this id.
+        for producer in self._producers.values():
+            producer.suspend_fetching(True)
+
+    def _on_liveness_regained(self) -> None:
+        for producer in self._producers.values():
+            producer.suspend_fetching(False)
 
     async def stop(self) -> None:
         """Stop fetching, let running jobs finish, persist every outcome, then return.
@@ -612,9 +671,10 @@ class Client:
 
 
 def _pool_size(config: Config) -> int:
-    # Producers fetch, the completer completes, inserts and maintenance run
-    # beside them; keep room so that one never starves another.
-    return 4 + len(config.queues)
+    # Producers fetch, the completer completes, inserts and maintenance (about
+    # five passes at once when a term starts) run beside them; keep room so that
+    # one never starves another.
+    return 6 + len(config.queues)
 
 
 @asynccontextmanager

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from ._driver._maintenance import CLIENT_ID_MARKER
 from ._exceptions import ConfigError
 from ._retry import RetryPolicy, default_retry_policy
 from ._worker import Workers
@@ -204,12 +205,21 @@ class PeriodicJob:
             )
 
 
-def default_client_id(now: datetime | None = None) -> str:
-    """Host name plus start time, as River builds it: ``myhost_2026_01_02T15_04_05_123456``."""
+def default_client_id(now: datetime | None = None, *, marked: bool = True) -> str:
+    """Host name plus start time, as River builds it: ``myhost_2026_01_02T15_04_05_123456``.
+
+    `marked` appends rivertrio's marker (``.rt``): the client then holds a
+    liveness lock, and the leader rescues its jobs within seconds if it dies.
+    """
     host = socket.gethostname() or "unknown_host"
     host = re.sub(r"[^A-Za-z0-9_\-]", "_", host)[:60]
     when = (now or datetime.now(UTC)).astimezone(UTC)
-    return f"{host}_{when:%Y_%m_%dT%H_%M_%S_%f}"
+    return f"{host}_{when:%Y_%m_%dT%H_%M_%S_%f}" + (CLIENT_ID_MARKER if marked else "")
+
+
+# A default id, as `default_client_id` makes them (so `dataclasses.replace` of a
+# config into poll_only can drop the marker it cannot honour).
+_DEFAULT_ID = re.compile(r"[A-Za-z0-9_\-]+_\d{4}_\d\d_\d\dT\d\d_\d\d_\d\d_\d{6}\.rt")
 
 
 def _is_sync_function(fn: object) -> bool:
@@ -247,13 +257,20 @@ class Config:
     soft_stop_timeout: float | None = None
     poll_only: bool = False
     schema: str | None = None
-    id: str = field(default_factory=default_client_id)
+    id: str = ""
 
     def __post_init__(self) -> None:
+        self._resolve_id()
         self._check_queues()
         self._check_workers()
         self._check_durations()
         self._check_rest()
+
+    def _resolve_id(self) -> None:
+        # "" = generate one. Fast rescue needs a session lock, which poll_only's
+        # transaction-pooling proxies cannot keep: no marker then.
+        if self.id == "" or (self.poll_only and _DEFAULT_ID.fullmatch(str(self.id))):
+            object.__setattr__(self, "id", default_client_id(marked=not self.poll_only))
 
     @property
     def insert_only(self) -> bool:
@@ -391,6 +408,12 @@ class Config:
                 f"letters, digits, '_' or '$', at most {_MAX_IDENTIFIER} bytes"
             )
         cid = self.id
+        if self.poll_only and isinstance(cid, str) and cid.endswith(CLIENT_ID_MARKER):
+            raise ConfigError(
+                f"id {cid!r} ends with {CLIENT_ID_MARKER!r}, which promises a liveness lock held "
+                "on a session connection; poll_only (transaction pooling) cannot hold one, so "
+                "its running jobs would be rescued while it lives: choose an id without it"
+            )
         if not isinstance(cid, str) or not 1 <= len(cid) <= MAX_CLIENT_ID_LENGTH:
             raise ConfigError(
                 f"id must be a string of 1 to {MAX_CLIENT_ID_LENGTH} characters, got {cid!r}"

@@ -80,6 +80,7 @@ class Producer(Service):
         self._changed = trio.Event()
         self._woken = False
         self._paused = False
+        self._suspended = False
         self._work_scope: trio.CancelScope | None = None
         self._cancel_work = False
         self._work_deadline = math.inf
@@ -148,6 +149,15 @@ class Producer(Service):
         """
         self._control_seq += 1
         self._set_paused(paused)
+
+    def suspend_fetching(self, suspended: bool) -> None:
+        """Stop fetching (True) or fetch again (False), apart from pause state.
+
+        The client suspends fetching while its liveness lock is lost: the leader
+        may be rescuing its running jobs, so it must not take more under its id.
+        """
+        self._suspended = suspended
+        self.wake()
 
     def request_refresh(self) -> None:
         """Refresh the queue row soon (e.g. after notifications may have been lost)."""
@@ -277,7 +287,8 @@ class Producer(Service):
             now = trio.current_time()
             free = self.max_workers - len(self._running)
             due = self._woken or more or now >= next_poll
-            if free > 0 and due and not self._paused:
+            idle = self._paused or self._suspended
+            if free > 0 and due and not idle:
                 not_before = last_fetch + self.fetch_cooldown if free < half else now
                 if now < not_before:
                     with trio.move_on_at(not_before):
@@ -310,7 +321,7 @@ class Producer(Service):
                     work.start_soon(self._job_task, handle, outcomes, name=f"job {row.id}")
                 continue
             self._changed = trio.Event()
-            with trio.move_on_at(next_poll if free > 0 and not self._paused else math.inf):
+            with trio.move_on_at(next_poll if free > 0 and not idle else math.inf):
                 await self._changed.wait()
 
     async def _fetch(self, limit: int) -> list[JobRow]:

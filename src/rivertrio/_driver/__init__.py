@@ -350,6 +350,11 @@ class Listener:
         conn.add_termination_listener(self._on_terminated)
 
     @property
+    def backend_pid(self) -> int:
+        """The server process id of the LISTEN connection."""
+        return self._conn.get_server_pid()
+
+    @property
     def topics(self) -> frozenset[str]:
         """The topics listened to."""
         return frozenset(self._topics)

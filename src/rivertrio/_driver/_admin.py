@@ -1,0 +1,336 @@
+"""SQL for managing jobs and queues. Asyncio side of the driver.
+
+Every function runs ONE statement on the connection it is given (through
+``Driver.run`` / ``Tx.run``: one loop crossing). Notifications a statement
+sends (``pg_notify`` inside it) are delivered when its transaction commits: at
+once on the pool, with the caller's commit on a ``Tx``. ``/*schema*/`` in the
+SQL is replaced by ``qualify``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from . import qualify
+from ._jobs import JOB_COLUMNS
+
+if TYPE_CHECKING:
+    from .._params import JobDeleteManyParams, JobListParams, _JobFilter
+
+__all__ = [
+    "job_cancel",
+    "job_delete",
+    "job_delete_many",
+    "job_get",
+    "job_list",
+    "job_retry",
+    "queue_get",
+    "queue_list",
+    "queue_refresh",
+    "queue_set_paused",
+]
+
+_J = ", ".join("j." + c.strip() for c in JOB_COLUMNS.split(","))
+
+JOB_GET = f"SELECT {JOB_COLUMNS} FROM /*schema*/river_job WHERE id = $1"
+
+# River's shape: lock the row, change it if its state allows, and return it
+# either way (the main query's read of river_job sees the row as it was before
+# this statement, which is the row as stored when nothing changed).
+JOB_CANCEL = f"""
+WITH locked AS (
+    SELECT id, state FROM /*schema*/river_job WHERE id = $1 FOR UPDATE
+),
+updated AS (
+    UPDATE /*schema*/river_job AS j
+    SET
+        -- A running job is left to the producer running it (told below); the
+        -- mark makes its end, whatever it is but completion, a cancellation, and
+        -- tells the rescuer not to retry it.
+        state = CASE WHEN j.state = 'running' THEN j.state ELSE 'cancelled' END,
+        finalized_at = CASE WHEN j.state = 'running' THEN j.finalized_at ELSE now() END,
+        metadata = jsonb_set(j.metadata, '{{cancel_attempted_at}}', to_jsonb(
+            to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')))
+    FROM locked
+    WHERE j.id = locked.id AND locked.state NOT IN ('cancelled', 'completed', 'discarded')
+    RETURNING {_J}
+),
+notified AS (
+    SELECT pg_notify($2::text, json_build_object(
+        'action', 'cancel', 'job_id', id, 'queue', queue)::text) AS sent
+    FROM updated
+    WHERE state = 'running'
+)
+SELECT *, (SELECT count(*) FROM notified) AS notified FROM updated
+UNION ALL
+SELECT {JOB_COLUMNS}, 0 FROM /*schema*/river_job
+WHERE id = $1 AND id NOT IN (SELECT id FROM updated)
+"""
+
+JOB_RETRY = f"""
+WITH locked AS (
+    SELECT id FROM /*schema*/river_job WHERE id = $1 FOR UPDATE
+),
+updated AS (
+    UPDATE /*schema*/river_job AS j
+    SET
+        state = 'available',
+        scheduled_at = now(),
+        finalized_at = NULL,
+        max_attempts = CASE
+            WHEN j.attempt >= j.max_attempts THEN j.attempt + 1 ELSE j.max_attempts END,
+        -- An earlier job_cancel's mark would cancel the new run at its first
+        -- failure (and make its producer cancel it at once): a retry clears it.
+        metadata = j.metadata - 'cancel_attempted_at'
+    FROM locked
+    WHERE j.id = locked.id
+        AND j.state <> 'running'
+        -- Already available and due: leave it (and its place in line) alone, as River does.
+        AND NOT (j.state = 'available' AND j.scheduled_at <= now())
+    RETURNING {_J}
+),
+notified AS (
+    SELECT pg_notify($2::text, json_build_object('queue', queue)::text) AS sent
+    FROM updated
+    WHERE $2::text IS NOT NULL
+)
+SELECT *, (SELECT count(*) FROM notified) AS notified, true AS changed FROM updated
+UNION ALL
+SELECT {JOB_COLUMNS}, 0, false FROM /*schema*/river_job
+WHERE id = $1 AND id NOT IN (SELECT id FROM updated)
+"""
+
+JOB_DELETE = f"""
+WITH locked AS (
+    SELECT id FROM /*schema*/river_job WHERE id = $1 FOR UPDATE
+),
+deleted AS (
+    DELETE FROM /*schema*/river_job AS j
+    USING locked
+    WHERE j.id = locked.id AND j.state <> 'running'
+    RETURNING {_J}
+)
+SELECT *, true AS deleted FROM deleted
+UNION ALL
+SELECT {JOB_COLUMNS}, false FROM /*schema*/river_job
+WHERE id = $1 AND id NOT IN (SELECT id FROM deleted)
+"""
+
+QUEUE_COLUMNS = "name, created_at, metadata, paused_at, updated_at"
+
+QUEUE_GET = f"SELECT {QUEUE_COLUMNS} FROM /*schema*/river_queue WHERE name = $1"
+
+QUEUE_LIST = f"SELECT {QUEUE_COLUMNS} FROM /*schema*/river_queue ORDER BY name LIMIT $1::bigint"
+
+# Pause and resume change only rows not already in the wanted state, and
+# notify only if one changed: pausing a paused queue keeps its paused_at and
+# tells nobody. Rows are locked in name order so that two '*' calls cannot deadlock.
+_QUEUE_SET_PAUSED = """
+WITH target AS (
+    SELECT name FROM /*schema*/river_queue
+    WHERE $1::text = '*' OR name = $1::text
+    ORDER BY name
+    FOR UPDATE
+),
+changed AS (
+    UPDATE /*schema*/river_queue AS q
+    SET paused_at = {paused_at}, updated_at = now()
+    FROM target
+    WHERE q.name = target.name AND q.paused_at IS {unchanged}
+    RETURNING q.name
+),
+notified AS (
+    SELECT pg_notify($2::text, $3::text) AS sent
+    WHERE EXISTS (SELECT 1 FROM changed)
+)
+SELECT (SELECT count(*) FROM target) AS matched,
+    (SELECT count(*) FROM changed) AS changed,
+    (SELECT count(*) FROM notified) AS notified
+"""
+QUEUE_PAUSE = _QUEUE_SET_PAUSED.format(paused_at="now()", unchanged="NULL")
+QUEUE_RESUME = _QUEUE_SET_PAUSED.format(paused_at="NULL", unchanged="NOT NULL")
+
+# A producer's registration and periodic refresh in one statement: create the
+# queue's row (again, if the queue cleaner or a person deleted it) or touch its
+# updated_at; read whether it is paused; and find which of the producer's
+# running jobs were marked for cancellation (the path that works without
+# notifications: poll_only, a lost notification, a job_cancel_tx).
+QUEUE_REFRESH = """
+WITH q AS (
+    INSERT INTO /*schema*/river_queue (name, created_at, metadata, updated_at)
+    VALUES ($1, now(), '{}', now())
+    ON CONFLICT (name) DO UPDATE SET updated_at = now()
+    RETURNING paused_at
+)
+SELECT
+    (SELECT paused_at IS NOT NULL FROM q) AS paused,
+    ARRAY(
+        SELECT id FROM /*schema*/river_job
+        WHERE id = ANY($2::bigint[]) AND state = 'running' AND metadata ? 'cancel_attempted_at'
+    ) AS cancel_ids
+"""
+
+
+def _filters(params: _JobFilter, args: list[Any]) -> list[str]:
+    """SQL conditions for `params`' filters; their values are appended to `args`."""
+    conditions: list[str] = []
+
+    def add(template: str, value: Any) -> None:
+        args.append(value)
+        conditions.append(template.replace("?", f"${len(args)}"))
+
+    if params.ids is not None:
+        add("id = ANY(?::bigint[])", list(params.ids))
+    if params.kinds is not None:
+        add("kind = ANY(?::text[])", list(params.kinds))
+    if params.queues is not None:
+        add("queue = ANY(?::text[])", list(params.queues))
+    if params.states is not None:
+        add(
+            "state = ANY(?::text[]::/*schema*/river_job_state[])",
+            [str(s) for s in params.states],
+        )
+    if params.priorities is not None:
+        add("priority = ANY(?::smallint[])", list(params.priorities))
+    if params.tags is not None:
+        op = "&&" if params.tags_match == "any" else "@>"
+        add(f"tags {op} ?::varchar(255)[]", list(params.tags))
+    if params.metadata is not None:
+        add("metadata @> ?::jsonb", json.dumps(params.metadata))
+    return conditions
+
+
+def job_list_sql(params: JobListParams) -> tuple[str, list[Any]]:
+    """The SELECT for one `job_list` page, and its arguments."""
+    args: list[Any] = []
+    conditions = _filters(params, args)
+    desc = params.order == "desc"
+    direction = "DESC" if desc else "ASC"
+    if params.order_by == "id":
+        order = f"id {direction}"
+        if params.after is not None:
+            args.append(params.after.id)
+            conditions.append(f"id {'<' if desc else '>'} ${len(args)}::bigint")
+    else:
+        # Rows with a null time sort after the others (before them, descending);
+        # the key is a row value, so the keyset comparison covers the nulls too.
+        col = params.order_by
+        parts = [f"({col} IS NULL)", f"coalesce({col}, '-infinity'::timestamptz)", "id"]
+        key = ", ".join(parts)
+        order = ", ".join(f"{part} {direction}" for part in parts)
+        if params.after is not None:
+            args.extend([params.after.time is None, params.after.time, params.after.id])
+            n = len(args)
+            conditions.append(
+                f"({key}) {'<' if desc else '>'} (${n - 2}::boolean, "
+                f"coalesce(${n - 1}::timestamptz, '-infinity'::timestamptz), ${n}::bigint)"
+            )
+    args.append(params.limit)
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    sql = (
+        f"SELECT {JOB_COLUMNS} FROM /*schema*/river_job {where} "
+        f"ORDER BY {order} LIMIT ${len(args)}::bigint"
+    )
+    return sql, args
+
+
+def job_delete_many_sql(params: JobDeleteManyParams) -> tuple[str, list[Any]]:
+    """The DELETE of `job_delete_many`, and its arguments."""
+    args: list[Any] = []
+    # Running jobs are never deleted. The lock makes a row being fetched right
+    # now either skipped by the fetch or re-checked (and skipped) here once it is
+    # running.
+    conditions = [*_filters(params, args), "state <> 'running'"]
+    args.append(params.limit)
+    sql = f"""
+WITH doomed AS (
+    SELECT id FROM /*schema*/river_job
+    WHERE {" AND ".join(conditions)}
+    ORDER BY id
+    LIMIT ${len(args)}::bigint
+    FOR UPDATE
+)
+DELETE FROM /*schema*/river_job AS j
+USING doomed
+WHERE j.id = doomed.id AND j.state <> 'running'
+RETURNING {_J}
+"""
+    return sql, args
+
+
+# -- the asyncio functions, each one statement --
+
+
+async def job_get(conn: asyncpg.Connection, schema: str | None, job_id: int) -> Any:
+    """The job's row, or None."""
+    return await conn.fetchrow(qualify(JOB_GET, schema), job_id)
+
+
+async def job_list(
+    conn: asyncpg.Connection, schema: str | None, params: JobListParams
+) -> list[asyncpg.Record]:
+    """One page of jobs."""
+    sql, args = job_list_sql(params)
+    return await conn.fetch(qualify(sql, schema), *args)
+
+
+async def job_cancel(
+    conn: asyncpg.Connection, schema: str | None, job_id: int, control_channel: str
+) -> Any:
+    """Cancel a job (see `JOB_CANCEL`); the row as stored afterwards, or None."""
+    return await conn.fetchrow(qualify(JOB_CANCEL, schema), job_id, control_channel)
+
+
+async def job_retry(
+    conn: asyncpg.Connection, schema: str | None, job_id: int, insert_channel: str | None
+) -> Any:
+    """Make a job available again (see `JOB_RETRY`); the row afterwards, or None."""
+    return await conn.fetchrow(qualify(JOB_RETRY, schema), job_id, insert_channel)
+
+
+async def job_delete(conn: asyncpg.Connection, schema: str | None, job_id: int) -> Any:
+    """Delete a job unless it is running; the row with ``deleted``, or None."""
+    return await conn.fetchrow(qualify(JOB_DELETE, schema), job_id)
+
+
+async def job_delete_many(
+    conn: asyncpg.Connection, schema: str | None, params: JobDeleteManyParams
+) -> list[asyncpg.Record]:
+    """Delete the matching non-running jobs; their rows."""
+    sql, args = job_delete_many_sql(params)
+    return await conn.fetch(qualify(sql, schema), *args)
+
+
+async def queue_get(conn: asyncpg.Connection, schema: str | None, name: str) -> Any:
+    """The queue's row, or None."""
+    return await conn.fetchrow(qualify(QUEUE_GET, schema), name)
+
+
+async def queue_list(
+    conn: asyncpg.Connection, schema: str | None, limit: int | None
+) -> list[asyncpg.Record]:
+    """Queue rows by name."""
+    return await conn.fetch(qualify(QUEUE_LIST, schema), limit)
+
+
+async def queue_set_paused(
+    conn: asyncpg.Connection,
+    schema: str | None,
+    name: str,
+    paused: bool,
+    control_channel: str,
+    payload: str,
+) -> Any:
+    """Pause or resume a queue (or ``'*'``); a record (matched, changed, notified)."""
+    sql = QUEUE_PAUSE if paused else QUEUE_RESUME
+    return await conn.fetchrow(qualify(sql, schema), name, control_channel, payload)
+
+
+async def queue_refresh(
+    conn: asyncpg.Connection, schema: str | None, name: str, running: list[int]
+) -> Any:
+    """Register or refresh a producer's queue row; a record (paused, cancel_ids)."""
+    return await conn.fetchrow(qualify(QUEUE_REFRESH, schema), name, running)
