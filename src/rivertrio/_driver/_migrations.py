@@ -280,31 +280,8 @@ ALTER TABLE /*schema*/river_leader
 # the river_client tables River reserved but never used (dropped again in 7).
 # --------------------------------------------------------------------------
 
-_V5_UP = """
--- Rebuilt by rename-and-copy, the way River does it, so the resulting object
--- names (including the primary key's) are the ones River's databases have.
-ALTER TABLE /*schema*/river_migration RENAME TO river_migration_old;
-
-CREATE TABLE /*schema*/river_migration (
-    line text NOT NULL,
-    version bigint NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT line_length CHECK (char_length(line) > 0 AND char_length(line) < 128),
-    CONSTRAINT version_gte_1 CHECK (version >= 1),
-    PRIMARY KEY (line, version)
-);
-
-INSERT INTO /*schema*/river_migration (created_at, line, version)
-    SELECT created_at, 'main', version FROM /*schema*/river_migration_old;
-
-DROP TABLE /*schema*/river_migration_old;
-
--- IF NOT EXISTS: River lets operators build these ahead of time (CONCURRENTLY).
-ALTER TABLE /*schema*/river_job ADD COLUMN IF NOT EXISTS unique_key bytea;
-
-CREATE UNIQUE INDEX IF NOT EXISTS river_job_kind_unique_key_idx ON /*schema*/river_job
-    (kind, unique_key) WHERE unique_key IS NOT NULL;
-
+# Created in 5, dropped in 7 (and back on the way down).
+_RIVER_CLIENT_TABLES = """
 CREATE UNLOGGED TABLE /*schema*/river_client (
     id text PRIMARY KEY NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
@@ -329,6 +306,35 @@ CREATE UNLOGGED TABLE /*schema*/river_client_queue (
     CONSTRAINT num_jobs_running_zero_or_positive CHECK (num_jobs_running >= 0)
 );
 """
+
+_V5_UP = (
+    """
+-- Rebuilt by rename-and-copy, the way River does it, so the resulting object
+-- names (including the primary key's) are the ones River's databases have.
+ALTER TABLE /*schema*/river_migration RENAME TO river_migration_old;
+
+CREATE TABLE /*schema*/river_migration (
+    line text NOT NULL,
+    version bigint NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT line_length CHECK (char_length(line) > 0 AND char_length(line) < 128),
+    CONSTRAINT version_gte_1 CHECK (version >= 1),
+    PRIMARY KEY (line, version)
+);
+
+INSERT INTO /*schema*/river_migration (created_at, line, version)
+    SELECT created_at, 'main', version FROM /*schema*/river_migration_old;
+
+DROP TABLE /*schema*/river_migration_old;
+
+-- IF NOT EXISTS: River lets operators build these ahead of time (CONCURRENTLY).
+ALTER TABLE /*schema*/river_job ADD COLUMN IF NOT EXISTS unique_key bytea;
+
+CREATE UNIQUE INDEX IF NOT EXISTS river_job_kind_unique_key_idx ON /*schema*/river_job
+    (kind, unique_key) WHERE unique_key IS NOT NULL;
+"""
+    + _RIVER_CLIENT_TABLES
+)
 
 _V5_DOWN = """
 -- Rows of other migration lines have nowhere to go in the old table shape.
@@ -434,37 +440,16 @@ ALTER TABLE /*schema*/river_job ALTER COLUMN max_attempts SET DEFAULT 25;
 ALTER TABLE /*schema*/river_queue ALTER COLUMN updated_at SET DEFAULT CURRENT_TIMESTAMP;
 """
 
-_V7_DOWN = """
-CREATE UNLOGGED TABLE /*schema*/river_client (
-    id text PRIMARY KEY NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    metadata jsonb NOT NULL DEFAULT '{}',
-    paused_at timestamptz,
-    updated_at timestamptz NOT NULL,
-    CONSTRAINT name_length CHECK (char_length(id) > 0 AND char_length(id) < 128)
-);
-
-CREATE UNLOGGED TABLE /*schema*/river_client_queue (
-    river_client_id text NOT NULL REFERENCES /*schema*/river_client (id) ON DELETE CASCADE,
-    name text NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    max_workers bigint NOT NULL DEFAULT 0,
-    metadata jsonb NOT NULL DEFAULT '{}',
-    num_jobs_completed bigint NOT NULL DEFAULT 0,
-    num_jobs_running bigint NOT NULL DEFAULT 0,
-    updated_at timestamptz NOT NULL,
-    PRIMARY KEY (river_client_id, name),
-    CONSTRAINT name_length CHECK (char_length(name) > 0 AND char_length(name) < 128),
-    CONSTRAINT num_jobs_completed_zero_or_positive CHECK (num_jobs_completed >= 0),
-    CONSTRAINT num_jobs_running_zero_or_positive CHECK (num_jobs_running >= 0)
-);
-
+_V7_DOWN = (
+    _RIVER_CLIENT_TABLES
+    + """
 ALTER TABLE /*schema*/river_job ALTER COLUMN max_attempts DROP DEFAULT;
 
 ALTER TABLE /*schema*/river_queue ALTER COLUMN updated_at DROP DEFAULT;
 
 DROP TABLE /*schema*/river_notification;
 """
+)
 
 #: The ``main`` line, in order; names are River's (from its file names).
 MIGRATIONS: tuple[Migration, ...] = (
