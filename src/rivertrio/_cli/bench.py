@@ -1,0 +1,706 @@
+"""``rivertrio bench``: throughput (burn-down), the database's ceiling, and latency.
+
+Everything happens in a schema of the benchmark's own (``rivertrio_bench``,
+created and migrated if missing) and on a queue of its own (``bench``). Only that
+queue's rows are deleted between runs; ``--reset`` empties the whole schema.
+
+- burn-down: N no-op jobs are inserted (COPY), then worked by P worker
+  processes with ``--workers`` slots each; the time from starting the clients
+  to the last outcome being persisted gives jobs/s.
+- ceiling (``--ceiling``): the same fetch and complete statements the client
+  uses, run back to back on one connection with no per-job Python work, over
+  the same N jobs: how fast the database itself goes.
+- latency (``--latency``): jobs inserted at a fixed rate by one client and
+  worked by another (woken through LISTEN/NOTIFY, as across processes); reports
+  insert-to-start and insert-to-persisted-completion percentiles.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+import trio
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from .._client import open_client
+from .._config import Config, QueueConfig, queue_name_problem
+from .._driver import Driver, describe_url, open_driver
+from .._driver._jobs import complete_jobs, fetch_jobs
+from .._events import EventKind
+from .._insert import InsertOpts
+from .._job import Job, JobArgs
+from .._migrate import migrate
+from .._worker import Workers
+from ..embedded import DATABASE_URL_ENV, resolve_database_url
+from ._common import CliError, database_url_option, run_trio, schema_option
+
+__all__ = ["BenchResult", "bench", "bench_child", "percentile"]
+
+DEFAULT_SCHEMA = "rivertrio_bench"
+DEFAULT_QUEUE = "bench"
+_INSERT_BATCH = 10_000
+_DONE_POLL = 0.01
+_PROGRESS_POLL = 0.5
+_LATENCY_WARMUP = 20
+_CHILD_START_TIMEOUT = 60.0
+
+
+@dataclass
+class NoopArgs(JobArgs, kind="bench_noop"):
+    """A job that does nothing: the burn-down measures the queue, not the work."""
+
+
+@dataclass
+class LatencyArgs(JobArgs, kind="bench_latency"):
+    """Carries its insert time (``time.monotonic()``) so the worker can measure its start."""
+
+    t: float
+
+
+@dataclass
+class BenchResult:
+    """One measurement; `as_json` is one line of ``--json`` output."""
+
+    mode: str
+    n: int
+    seconds: float
+    peak_rss_mb: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def jobs_per_s(self) -> float:
+        """Jobs per second over the measured time."""
+        return self.n / self.seconds if self.seconds > 0 else 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        """The result as a JSON object: mode, n, seconds, jobs_per_s, peak_rss_mb, extras."""
+        return {
+            "mode": self.mode,
+            "n": self.n,
+            "seconds": round(self.seconds, 4),
+            "jobs_per_s": round(self.jobs_per_s, 1),
+            "peak_rss_mb": round(self.peak_rss_mb, 1),
+            **self.extra,
+        }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size, in MiB (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The `q`-th percentile (0-100) of `values`, nearest-rank; NaN when empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def _noop_workers() -> Workers:
+    workers = Workers()
+
+    @workers.register(NoopArgs)
+    async def noop(job: Job[NoopArgs]) -> None:
+        pass
+
+    return workers
+
+
+# --- the database side ------------------------------------------------------
+
+
+async def _prepare(url: str, schema: str, reset: bool) -> None:
+    async with open_driver(url, max_size=1) as admin:
+        await admin.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+    await migrate(url, schema=schema)
+    if reset:
+        async with open_driver(url, schema=schema, max_size=1) as admin:
+            await admin.execute("TRUNCATE /*schema*/river_job, /*schema*/river_queue")
+
+
+async def _clear_queue(driver: Driver, queue: str) -> None:
+    # Only this benchmark's queue: nothing else in the schema is touched.
+    await driver.execute("DELETE FROM /*schema*/river_job WHERE queue = $1", queue)
+    await driver.execute("VACUUM (ANALYZE) /*schema*/river_job")
+
+
+async def _analyze(driver: Driver) -> None:
+    # Fresh statistics after a bulk insert: with the stale ones (an empty table)
+    # the planner may join the fetch's locked ids to river_job by scanning the
+    # whole primary key once per locked row (seconds per fetch of 1000).
+    await driver.execute("ANALYZE /*schema*/river_job")
+
+
+async def _remaining(driver: Driver, queue: str) -> int:
+    return int(
+        await driver.fetchval(
+            "SELECT count(*) FROM /*schema*/river_job "
+            "WHERE queue = $1 AND state IN ('available', 'running')",
+            queue,
+        )
+    )
+
+
+async def _any_remaining(driver: Driver, queue: str) -> bool:
+    return bool(
+        await driver.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM /*schema*/river_job "
+            "WHERE state IN ('available', 'running') AND queue = $1)",
+            queue,
+        )
+    )
+
+
+async def _insert_jobs(
+    url: str, schema: str, queue: str, n: int, advance: Callable[[int], None]
+) -> BenchResult:
+    opts = InsertOpts(queue=queue)
+    started = time.monotonic()
+    async with open_client(Config(schema=schema), database_url=url) as client:
+        done = 0
+        while done < n:
+            batch = min(_INSERT_BATCH, n - done)
+            done += await client.insert_many_fast([(NoopArgs(), opts)] * batch)
+            advance(batch)
+    return BenchResult("insert_fast", n, time.monotonic() - started, peak_rss_mb())
+
+
+async def _fetch_and_complete(
+    conn: Any, schema: str | None, queue: str, limit: int, client_id: str
+) -> int:
+    """Asyncio side: one fetch of up to `limit` jobs, then one complete of them."""
+    rows = await fetch_jobs(conn, schema, queue, limit, client_id)
+    if not rows:
+        return 0
+    ids = [r["id"] for r in rows]
+    k = len(ids)
+    await complete_jobs(conn, schema, ids, ["completed"] * k, [None] * k, [None] * k, [None] * k)
+    return k
+
+
+async def _ceiling(
+    driver: Driver, queue: str, n: int, batch: int, advance: Callable[[int], None]
+) -> BenchResult:
+    done = 0
+    async with driver.connection() as conn:
+        started = time.monotonic()
+        while True:
+            k = await conn.run(
+                _fetch_and_complete, driver.configured_schema, queue, batch, "bench_ceiling"
+            )
+            if not k:
+                break
+            done += k
+            advance(k)
+        seconds = time.monotonic() - started
+    if done != n:
+        raise CliError(f"ceiling: worked {done} jobs, expected {n}")
+    return BenchResult("ceiling", n, seconds, peak_rss_mb(), {"batch": batch})
+
+
+# --- worker processes -------------------------------------------------------
+
+
+class _Lines:
+    """Reads a child process's stdout line by line."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+
+    async def readline(self) -> str:
+        while b"\n" not in self._buffer:
+            chunk = await self._stream.receive_some()
+            if not chunk:
+                raise EOFError
+            self._buffer += chunk
+        line, _, rest = bytes(self._buffer).partition(b"\n")
+        self._buffer = bytearray(rest)
+        return line.decode()
+
+
+@dataclass
+class _Child:
+    process: trio.Process
+    lines: _Lines
+
+
+@asynccontextmanager
+async def _children(
+    url: str, schema: str, queue: str, workers: int, processes: int
+) -> AsyncIterator[list[_Child]]:
+    """Start worker processes and wait until each is ready (clients not started yet)."""
+    command = [
+        sys.executable,
+        "-m",
+        "rivertrio",
+        "bench-child",
+        "--schema",
+        schema,
+        "--queue",
+        queue,
+        "--workers",
+        str(workers),
+    ]
+    children: list[_Child] = []
+    try:
+        for _ in range(processes):
+            # The URL travels in the environment: a password on a command line is
+            # visible to every user of the host.
+            process = await trio.lowlevel.open_process(
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env={**os.environ, DATABASE_URL_ENV: url},
+            )
+            assert process.stdout is not None
+            children.append(_Child(process, _Lines(process.stdout)))
+        with trio.fail_after(_CHILD_START_TIMEOUT):
+            for child in children:
+                try:
+                    line = await child.lines.readline()
+                except EOFError:
+                    line = ""
+                if line != "ready":
+                    code = await child.process.wait()
+                    raise CliError(f"a bench worker process failed to start (exit status {code})")
+        yield children
+    finally:
+        for child in children:
+            if child.process.returncode is None:
+                child.process.kill()
+        with trio.move_on_after(5, shield=True):
+            for child in children:
+                await child.process.wait()
+
+
+async def _tell(children: list[_Child], word: str) -> None:
+    for child in children:
+        assert child.process.stdin is not None
+        await child.process.stdin.send_all(word.encode() + b"\n")
+
+
+async def _burndown(
+    url: str,
+    schema: str,
+    queue: str,
+    n: int,
+    workers: int,
+    processes: int,
+    advance: Callable[[int], None],
+) -> BenchResult:
+    async with (
+        open_driver(url, schema=schema, max_size=1) as watcher,
+        _children(url, schema, queue, workers, processes) as children,
+    ):
+        started = time.monotonic()
+        await _tell(children, "go")
+        next_count = started + _PROGRESS_POLL
+        last_remaining = n
+        while await _any_remaining(watcher, queue):
+            if time.monotonic() >= next_count:
+                remaining = await _remaining(watcher, queue)
+                advance(last_remaining - remaining)
+                last_remaining = remaining
+                next_count = time.monotonic() + _PROGRESS_POLL
+            await trio.sleep(_DONE_POLL)
+        seconds = time.monotonic() - started
+        advance(last_remaining)
+        await _tell(children, "stop")
+        rss = 0.0
+        for child in children:
+            report = json.loads(await child.lines.readline())
+            rss = max(rss, float(report["peak_rss_mb"]))
+            if await child.process.wait() != 0:
+                raise CliError(f"a bench worker process exited with {child.process.returncode}")
+    return BenchResult("burndown", n, seconds, rss, {"workers": workers, "processes": processes})
+
+
+async def _child_main(url: str, schema: str, queue: str, workers: int) -> None:
+    config = Config(
+        schema=schema,
+        queues={queue: QueueConfig(max_workers=workers)},
+        workers=_noop_workers(),
+    )
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    if (await trio.to_thread.run_sync(sys.stdin.readline)).strip() != "go":
+        return
+    async with open_client(config, database_url=url):
+        await trio.to_thread.run_sync(sys.stdin.readline)  # "stop", or EOF
+    sys.stdout.write(json.dumps({"peak_rss_mb": peak_rss_mb()}) + "\n")
+    sys.stdout.flush()
+
+
+@click.command("bench-child", hidden=True)
+@click.option("--database-url", envvar=DATABASE_URL_ENV, required=True)
+@click.option("--schema", required=True)
+@click.option("--queue", required=True)
+@click.option("--workers", type=int, required=True)
+def bench_child(database_url: str, schema: str, queue: str, workers: int) -> None:
+    """A burn-down worker process driven by `rivertrio bench` over stdin/stdout."""
+    run_trio(_child_main, database_url, schema, queue, workers)
+
+
+# --- latency ----------------------------------------------------------------
+
+
+async def _latency(
+    url: str,
+    schema: str,
+    queue: str,
+    rate: float,
+    duration: float,
+    workers: int,
+    fetch_cooldown: float,
+    advance: Callable[[int], None],
+) -> BenchResult:
+    starts: dict[int, float] = {}
+    completions: dict[int, float] = {}
+    total = max(1, round(rate * duration))
+    measured: set[int] = set()
+    all_done = trio.Event()
+    wanted = total + _LATENCY_WARMUP
+    latency_workers = Workers()
+
+    @latency_workers.register(LatencyArgs)
+    async def record_start(job: Job[LatencyArgs]) -> None:
+        starts[job.id] = time.monotonic() - job.args.t
+
+    worker_config = Config(
+        schema=schema,
+        queues={queue: QueueConfig(max_workers=workers)},
+        workers=latency_workers,
+        fetch_cooldown=fetch_cooldown,
+        fetch_poll_interval=max(1.0, fetch_cooldown),
+    )
+    # A second, insert-only client: its inserts reach the worker through
+    # LISTEN/NOTIFY, as they would from another process.
+    insert_config = Config(schema=schema, fetch_cooldown=fetch_cooldown)
+    opts = InsertOpts(queue=queue)
+    async with (
+        open_client(worker_config, database_url=url) as worker_client,
+        open_client(insert_config, database_url=url) as inserter,
+        worker_client.subscribe(EventKind.JOB_COMPLETED, buffer=10_000) as events,
+        trio.open_nursery() as nursery,
+    ):
+
+        async def collect() -> None:
+            async for event in events:
+                assert event.job is not None
+                t = json.loads(event.job.encoded_args)["t"]
+                completions[event.job.id] = time.monotonic() - t
+                if len(completions) >= wanted:
+                    all_done.set()
+
+        nursery.start_soon(collect)
+        for _ in range(_LATENCY_WARMUP):
+            await inserter.insert(LatencyArgs(t=time.monotonic()), opts)
+        started = time.monotonic()
+        t0 = trio.current_time()
+        for i in range(total):
+            await trio.sleep_until(t0 + i / rate)
+            result = await inserter.insert(LatencyArgs(t=time.monotonic()), opts)
+            measured.add(result.job.id)
+            advance(1)
+        seconds = time.monotonic() - started
+        with trio.move_on_after(max(30.0, duration)):
+            await all_done.wait()
+        nursery.cancel_scope.cancel()
+    start_ms = [starts[i] * 1000 for i in measured if i in starts]
+    done_ms = [completions[i] * 1000 for i in measured if i in completions]
+    extra: dict[str, Any] = {
+        "rate": rate,
+        "fetch_cooldown": fetch_cooldown,
+        "workers": workers,
+        "missing": total - len(done_ms),
+    }
+    for name, values in (("start", start_ms), ("complete", done_ms)):
+        for q in (50, 95, 99):
+            extra[f"{name}_p{q}_ms"] = round(percentile(values, q), 3)
+        extra[f"{name}_max_ms"] = round(max(values, default=math.nan), 3)
+    return BenchResult("latency", total, seconds, peak_rss_mb(), extra)
+
+
+# --- the command ------------------------------------------------------------
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        elapsed = task.elapsed or 0.0
+        rate = task.completed / elapsed if elapsed > 0 else 0.0
+        return Text(f"{rate:,.0f} jobs/s", style="cyan")
+
+
+@contextmanager
+def _phase(
+    progress: Progress | None, description: str, total: int
+) -> Iterator[Callable[[int], None]]:
+    if progress is None:
+        yield lambda k: None
+        return
+    task = progress.add_task(description, total=total)
+    try:
+        yield lambda k: progress.advance(task, k)
+    finally:
+        progress.stop_task(task)
+
+
+async def run_bench(
+    database_url: str | None,
+    *,
+    schema: str,
+    queue: str,
+    num_jobs: int,
+    workers: int,
+    processes: int,
+    latency: bool,
+    rate: float,
+    duration: float,
+    fetch_cooldown: float,
+    ceiling: bool,
+    reset: bool,
+    emit: Callable[[BenchResult], None],
+    progress: Progress | None,
+) -> list[BenchResult]:
+    """Run the benchmark's phases in order, calling `emit` with each result. A checkpoint."""
+    url = await resolve_database_url(database_url)
+    await _prepare(url, schema, reset)
+    results: list[BenchResult] = []
+
+    def report(result: BenchResult) -> None:
+        results.append(result)
+        emit(result)
+
+    async with open_driver(url, schema=schema, max_size=1) as driver:
+        if ceiling:
+            await _clear_queue(driver, queue)
+            with _phase(progress, "insert (ceiling)", num_jobs) as advance:
+                await _insert_jobs(url, schema, queue, num_jobs, advance)
+            await _analyze(driver)
+            with _phase(progress, "ceiling", num_jobs) as advance:
+                report(await _ceiling(driver, queue, num_jobs, workers, advance))
+        if not latency:
+            await _clear_queue(driver, queue)
+            with _phase(progress, "insert", num_jobs) as advance:
+                report(await _insert_jobs(url, schema, queue, num_jobs, advance))
+            await _analyze(driver)
+            with _phase(progress, "burn-down", num_jobs) as advance:
+                result = await _burndown(url, schema, queue, num_jobs, workers, processes, advance)
+            ceilings = [r for r in results if r.mode == "ceiling"]
+            if ceilings:
+                result.extra["ratio_to_ceiling"] = round(
+                    result.jobs_per_s / ceilings[0].jobs_per_s, 3
+                )
+            report(result)
+        else:
+            await _clear_queue(driver, queue)
+            total = max(1, round(rate * duration))
+            with _phase(progress, f"latency at {rate:g} jobs/s", total) as advance:
+                report(
+                    await _latency(
+                        url, schema, queue, rate, duration, workers, fetch_cooldown, advance
+                    )
+                )
+    return results
+
+
+def _table(results: list[BenchResult], where: str) -> Table:
+    table = Table(title=f"rivertrio bench on {where}", title_justify="left")
+    for name in ("mode", "jobs", "seconds", "jobs/s", "peak RSS", "notes"):
+        table.add_column(name, justify="left" if name in ("mode", "notes") else "right")
+    for r in results:
+        notes = ", ".join(
+            f"{k}={v}" for k, v in r.extra.items() if not k.startswith(("start_", "complete_"))
+        )
+        table.add_row(
+            r.mode,
+            f"{r.n:,}",
+            f"{r.seconds:.2f}",
+            f"{r.jobs_per_s:,.0f}",
+            f"{r.peak_rss_mb:.0f} MB",
+            notes,
+        )
+    return table
+
+
+def _latency_table(result: BenchResult) -> Table:
+    table = Table(title="latency (ms)", title_justify="left")
+    for name in ("", "p50", "p95", "p99", "max"):
+        table.add_column(name, justify="right")
+    for name, label in (("start", "insert to start"), ("complete", "insert to completed")):
+        table.add_row(
+            label, *(f"{result.extra[f'{name}_{q}_ms']:.2f}" for q in ("p50", "p95", "p99", "max"))
+        )
+    return table
+
+
+@click.command()
+@database_url_option
+@schema_option(default=DEFAULT_SCHEMA, help="The benchmark's own schema (created if missing).")
+@click.option(
+    "--queue",
+    default=DEFAULT_QUEUE,
+    show_default=True,
+    help="The benchmark's own queue; its jobs are deleted before each phase.",
+)
+@click.option(
+    "--num-jobs",
+    type=click.IntRange(min=1),
+    default=100_000,
+    show_default=True,
+    help="Burn-down (and ceiling): how many no-op jobs.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 10_000),
+    default=1000,
+    show_default=True,
+    help="max_workers of each worker client (also the ceiling's batch size).",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1, max=64),
+    default=1,
+    show_default=True,
+    help="Burn-down: how many worker processes share the jobs.",
+)
+@click.option("--ceiling", is_flag=True, help="Also measure the database's own ceiling.")
+@click.option("--latency", is_flag=True, help="Measure latency instead of burn-down throughput.")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0.1, max=100_000),
+    default=200.0,
+    show_default=True,
+    help="Latency: jobs inserted per second.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0.1, max=3600),
+    default=10.0,
+    show_default=True,
+    help="Latency: seconds of inserting.",
+)
+@click.option(
+    "--fetch-cooldown",
+    type=click.FloatRange(min=0.001),
+    default=0.1,
+    show_default=True,
+    help="Latency: the clients' fetch_cooldown (it also spaces insert notifications).",
+)
+@click.option("--reset", is_flag=True, help="Empty the benchmark schema (every queue) first.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per result.")
+def bench(
+    database_url: str | None,
+    schema: str,
+    queue: str,
+    num_jobs: int,
+    workers: int,
+    processes: int,
+    ceiling: bool,
+    latency: bool,
+    rate: float,
+    duration: float,
+    fetch_cooldown: float,
+    reset: bool,
+    as_json: bool,
+) -> None:
+    """Benchmark throughput (burn-down) or latency against any Postgres.
+
+    Burn-down (the default): --num-jobs no-op jobs are inserted, then worked by
+    --processes worker processes with --workers slots each; reports jobs/s.
+    With --ceiling, the same fetch and complete statements are first run back
+    to back on one connection with no per-job Python work: the database's own
+    ceiling, to compare with. --latency inserts --rate jobs/s for --duration
+    seconds from one client into another, idle one, and reports p50/p95/p99
+    insert-to-start and insert-to-completion (persisted) times.
+
+    Uses its own schema (rivertrio_bench) and queue (bench); deletes nothing
+    else unless --reset.
+    """
+    problem = queue_name_problem(queue)
+    if problem is not None:
+        raise click.BadParameter(problem, param_hint="--queue")
+
+    if as_json:
+
+        def emit(result: BenchResult) -> None:
+            click.echo(json.dumps(result.as_json()))
+
+        run_trio(
+            run_bench,
+            database_url,
+            schema=schema,
+            queue=queue,
+            num_jobs=num_jobs,
+            workers=workers,
+            processes=processes,
+            latency=latency,
+            rate=rate,
+            duration=duration,
+            fetch_cooldown=fetch_cooldown,
+            ceiling=ceiling,
+            reset=reset,
+            emit=emit,
+            progress=None,
+        )
+        return
+
+    console = Console()
+    progress = Progress(
+        TextColumn("{task.description:<22}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+    )
+    with progress:
+        results = run_trio(
+            run_bench,
+            database_url,
+            schema=schema,
+            queue=queue,
+            num_jobs=num_jobs,
+            workers=workers,
+            processes=processes,
+            latency=latency,
+            rate=rate,
+            duration=duration,
+            fetch_cooldown=fetch_cooldown,
+            ceiling=ceiling,
+            reset=reset,
+            emit=lambda result: None,
+            progress=progress,
+        )
+    where = describe_url(database_url) if database_url else "the embedded Postgres"
+    console.print(_table(results, where))
+    for result in results:
+        if result.mode == "latency":
+            console.print(_latency_table(result))
+    console.print(f"peak RSS is per process; {os.cpu_count()} CPUs")
