@@ -38,8 +38,10 @@ SET state = 'running',
     -- keep the last 100 client ids, as River does
     attempted_by = (array_append(coalesce(j.attempted_by, '{{}}'), $3::text))
         [greatest(1, cardinality(coalesce(j.attempted_by, '{{}}')) - 98):]
-FROM locked
-WHERE j.id = locked.id
+-- ANY(ARRAY(...)) rather than a join with `locked`: with statistics that say
+-- the table is empty (filled since the last ANALYZE) the planner would scan the
+-- whole table once per locked row; this form always looks each id up by key.
+WHERE j.id = ANY(ARRAY(SELECT id FROM locked))
 RETURNING {", ".join("j." + c.strip() for c in JOB_COLUMNS.split(","))}
 """
 
