@@ -8,8 +8,11 @@ server, the last to exit stops it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import trio
@@ -40,6 +43,15 @@ def default_data_dir() -> Path:
     return Path(cache, "rivertrio", "pgdata")
 
 
+@contextlib.contextmanager
+def _quiet_runtime_dir() -> Iterator[None]:
+    # pgserver asks platformdirs for a runtime directory it never needs here;
+    # containers and CI often have no XDG_RUNTIME_DIR, and the warning is noise.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        yield
+
+
 def embedded_url(data_dir: Path | str | None = None) -> str:
     """Start (or reuse) the embedded Postgres and return its URL. Blocking.
 
@@ -51,7 +63,8 @@ def embedded_url(data_dir: Path | str | None = None) -> str:
     """
     path = Path(data_dir) if data_dir is not None else default_data_dir()
     try:
-        import pgserver
+        with _quiet_runtime_dir():
+            import pgserver
     except ImportError as exc:
         raise EmbeddedPostgresError(
             "no database URL was given and the embedded Postgres is not installed: "
@@ -62,7 +75,8 @@ def embedded_url(data_dir: Path | str | None = None) -> str:
         if server is None:
             try:
                 path.mkdir(parents=True, exist_ok=True)
-                server = pgserver.get_server(path, cleanup_mode="stop")  # type: ignore[attr-defined]
+                with _quiet_runtime_dir():
+                    server = pgserver.get_server(path, cleanup_mode="stop")  # type: ignore[attr-defined]
             except Exception as exc:
                 raise EmbeddedPostgresError(
                     f"could not start the embedded Postgres in {path}: {exc}"
