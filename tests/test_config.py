@@ -58,7 +58,7 @@ def test_defaults_are_rivers() -> None:
     config = Config()
     assert config.queues == {}
     assert config.workers is None
-    assert config.fetch_cooldown == 0.1
+    assert config.fetch_cooldown == 0.001  # River's minimum (its default is 0.1): issue 6
     assert config.fetch_poll_interval == 1.0
     assert config.job_timeout == 60.0
     assert config.rescue_stuck_jobs_after == 3600.0
@@ -215,6 +215,7 @@ def test_queue_overrides_are_validated() -> None:
     with pytest.raises(ConfigError, match=r"queues\['default'\]\.fetch_poll_interval"):
         Config(
             queues={"default": QueueConfig(max_workers=1, fetch_poll_interval=0.05)},
+            fetch_cooldown=0.1,
             workers=workers(),
         )
     with pytest.raises(ConfigError, match=r"queues\['default'\]\.fetch_poll_interval"):
@@ -231,7 +232,7 @@ def test_queue_overrides_are_validated() -> None:
     )
     assert config.queue_fetch_cooldown("default") == 0.5
     assert config.queue_fetch_poll_interval("default") == 2.0
-    assert config.queue_fetch_cooldown("other") == 0.1
+    assert config.queue_fetch_cooldown("other") == config.fetch_cooldown == 0.001
     assert config.queue_fetch_poll_interval("other") == 1.0
 
 

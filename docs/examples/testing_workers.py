@@ -7,7 +7,12 @@ from dataclasses import dataclass
 import trio
 
 import rivertrio
-import rivertrio.testing
+from rivertrio.testing import (
+    RequireInsertedOpts,
+    require_inserted,
+    require_not_inserted,
+    work_job,
+)
 
 
 @dataclass
@@ -24,26 +29,58 @@ class WelcomeWorker(rivertrio.Worker[Welcome]):
     async def work(self, job: rivertrio.Job[Welcome]) -> None:
         if job.args.user_id < 0:
             raise rivertrio.JobCancel("no such user")
-        await rivertrio.current_client().insert(SendEmail(to=f"user{job.args.user_id}@example.com"))
+        await rivertrio.current_client().insert(
+            SendEmail(to=f"user{job.args.user_id}@example.com"),
+            rivertrio.InsertOpts(queue="email"),
+        )
 
 
-async def main(database_url: str | None = None, schema: str | None = None) -> bool:
-    """Run the two checks below as a test would."""
+# --8<-- [start:unit]
+async def test_unknown_user_is_cancelled() -> None:
+    # No database needed: the worker runs on an in-memory job.
+    result = await work_job(WelcomeWorker(), Welcome(user_id=-1))
+    assert result.kind == "cancelled"
+    assert result.error == "JobCancel: no such user"
 
-    # --8<-- [start:test]
-    async def test_welcome_sends_an_email() -> None:
-        outcome = await rivertrio.testing.work_job(WelcomeWorker(), Welcome(user_id=1))
-        assert outcome.kind == "completed"
 
-    async def test_welcome_inserts_the_email(client: rivertrio.Client) -> None:
-        await client.insert(Welcome(user_id=2))
-        # ... work it, then:
-        await rivertrio.testing.require_inserted(client, SendEmail, to="user2@example.com")
+# --8<-- [end:unit]
 
-    # --8<-- [end:test]
 
-    await test_welcome_sends_an_email()
-    return True
+# --8<-- [start:client]
+async def test_welcome_sends_an_email(client: rivertrio.Client) -> None:
+    # With client=..., rivertrio.current_client() in the worker is this client.
+    result = await work_job(WelcomeWorker(), Welcome(user_id=1), client=client)
+    assert result.kind == "completed", result
+    job = await require_inserted(
+        client, SendEmail, to="user1@example.com", opts=RequireInsertedOpts(queue="email")
+    )
+    assert job.state == "available"
+
+
+async def test_sign_up_enqueues_a_welcome(client: rivertrio.Client) -> None:
+    async with client.transaction() as tx:
+        # Your code under test: writes the user and enqueues its welcome job in tx.
+        await client.insert_tx(tx, Welcome(user_id=7))
+        # Visible inside the transaction before it commits, and only there:
+        await require_inserted(tx, Welcome, user_id=7)
+        await require_not_inserted(client, Welcome)
+
+
+# --8<-- [end:client]
+
+
+async def main(database_url: str | None = None, schema: str | None = None) -> list[str]:
+    """Run the tests above as pytest would; return the names of those that passed."""
+    passed = []
+    await test_unknown_user_is_cancelled()
+    passed.append(test_unknown_user_is_cancelled.__name__)
+    # An insert-only client (no queues) on the test's own schema.
+    config = rivertrio.Config(schema=schema)
+    async with rivertrio.open_client(config, database_url=database_url) as client:
+        for test in (test_welcome_sends_an_email, test_sign_up_enqueues_a_welcome):
+            await test(client)
+            passed.append(test.__name__)
+    return passed
 
 
 if __name__ == "__main__":

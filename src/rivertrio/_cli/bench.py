@@ -609,7 +609,7 @@ def _latency_table(result: BenchResult) -> Table:
 @click.option(
     "--fetch-cooldown",
     type=click.FloatRange(min=0.001),
-    default=0.1,
+    default=0.001,
     show_default=True,
     help="Latency: the clients' fetch_cooldown (it also spaces insert notifications).",
 )
