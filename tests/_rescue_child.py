@@ -1,10 +1,11 @@
 """Child process of test_rescue_multiprocess: a worker that dies while holding jobs.
 
-Usage: python _rescue_child.py URL SCHEMA CLIENT_ID MAX_WORKERS
+Usage: python _rescue_child.py URL SCHEMA CLIENT_ID MAX_WORKERS [lead]
 
 It starts a client (which takes its liveness lock, its id carrying the marker)
 on the queue "doomed" whose jobs never finish, prints "ready", then
-"running <id>" as each job starts. The test SIGKILLs it.
+"running <id>" as each job starts (with `lead`: "leader" once it leads). The
+test SIGKILLs or interrupts it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ class Hang(rivertrio.JobArgs, kind="hang"):
     n: int = 0
 
 
-async def main(url: str, schema: str, client_id: str, max_workers: int) -> None:
+async def main(url: str, schema: str, client_id: str, max_workers: int, lead: bool) -> None:
     workers = rivertrio.Workers()
 
     @workers.register(Hang)
@@ -39,10 +40,13 @@ async def main(url: str, schema: str, client_id: str, max_workers: int) -> None:
         fetch_poll_interval=0.1,
         fetch_cooldown=0.01,
     )
-    async with rivertrio.open_client(cfg, database_url=url):
+    async with rivertrio.open_client(cfg, database_url=url) as client:
         print("ready", flush=True)
+        if lead:
+            await client._maintainer.terms.wait_for(1)
+            print("leader", flush=True)
         await trio.sleep_forever()
 
 
 if __name__ == "__main__":
-    trio.run(main, sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    trio.run(main, sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), "lead" in sys.argv[5:])

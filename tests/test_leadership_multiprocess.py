@@ -34,15 +34,15 @@ async def test_leadership_moves_when_the_leader_process_exits(
     child_id = f"first-{suffix}{CLIENT_ID_MARKER}"
     with trio.fail_after(60):
         proc = await trio.lowlevel.open_process(
-            [sys.executable, str(CHILD), database_url, migrated_schema, child_id, "1"],
+            [sys.executable, str(CHILD), database_url, migrated_schema, child_id, "1", "lead"],
             stdout=subprocess.PIPE,
         )
         try:
             assert proc.stdout is not None
-            assert await Lines(proc.stdout).next() == "ready"
-            # The leader row is the only sign another process gives of its term.
-            while await leader_id(driver) != child_id:
-                await trio.sleep(0.02)
+            lines = Lines(proc.stdout)
+            assert await lines.next() == "ready"
+            assert await lines.next() == "leader"
+            assert await leader_id(driver) == child_id
 
             cfg = config(migrated_schema, id=f"second-{suffix}{CLIENT_ID_MARKER}")
             async with rivertrio.open_client(cfg, database_url=database_url) as second:
