@@ -26,7 +26,11 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
     print_blob=True,
 )
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+# `pytest --hypothesis-profile=long` (or HYPOTHESIS_PROFILE=long) for a long
+# local run; the plugin loads a profile given on the command line before this
+# conftest is imported, so only replace Hypothesis's own default.
+if settings.get_current_profile_name() == "default":
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

@@ -43,7 +43,7 @@ FINAL = {
 }
 STEP_TIMEOUT = 20.0
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(0 if settings.get_current_profile_name() == "long" else 600)
 
 
 @dataclass(eq=False)
@@ -291,7 +291,10 @@ def _is_subsequence(small: list[Any], big: list[Any]) -> bool:
 
 
 def test_client_state_machine(database_url: str) -> None:
+    """40 examples in CI (about 25 s); `--hypothesis-profile=long` runs the profile's count."""
     ClientMachine.url = database_url
+    profile = settings()
+    examples = 40 if settings.get_current_profile_name() == "ci" else profile.max_examples
     run = ClientMachine.TestCase
-    run.settings = settings(max_examples=40, stateful_step_count=12, deadline=None)
+    run.settings = settings(profile, max_examples=examples, stateful_step_count=12)
     run().runTest()

@@ -18,7 +18,6 @@ gets a root scope of its own in it; rules call in with ``trio.from_thread.run``.
 from __future__ import annotations
 
 import json
-import os
 import random
 import sys
 import threading
@@ -766,7 +765,7 @@ async def _states(driver: Driver, ids: list[int]) -> dict[int, str]:
     return {r["id"]: r["state"] for r in rows}
 
 
-_LONG = os.environ.get("HYPOTHESIS_PROFILE") == "long"
+_LONG = settings.get_current_profile_name() == "long"
 
 
 @pytest.mark.timeout(0 if _LONG else 300)
