@@ -27,6 +27,7 @@ from ._exceptions import QueueNotFoundError as QueueNotFoundError
 from ._exceptions import RivertrioError as RivertrioError
 from ._exceptions import UnknownJobKindError as UnknownJobKindError
 from ._executor import JobTimeoutError as JobTimeoutError
+from ._executor import WorkResultError as WorkResultError
 from ._executor import current_client as current_client
 from ._insert import InsertOpts as InsertOpts
 from ._insert import InsertParams as InsertParams
@@ -34,6 +35,7 @@ from ._insert import InsertResult as InsertResult
 from ._job import AttemptError as AttemptError
 from ._job import Job as Job
 from ._job import JobArgs as JobArgs
+from ._job import JobDecodeError as JobDecodeError
 from ._job import JobRow as JobRow
 from ._job import JobState as JobState
 from ._migrate import MigrateResult as MigrateResult

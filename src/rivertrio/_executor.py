@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
+import math
 import traceback
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -13,14 +15,15 @@ import trio
 
 from ._events import Outcome, OutcomeKind
 from ._exceptions import RivertrioError, UnknownJobKindError
-from ._job import Job, JobRow
+from ._job import Job, JobArgs, JobDecodeError, JobRow, metadata_problem
+from ._retry import MAX_RETRY_DELAY, default_retry_policy
 from ._worker import JobCancel, JobSnooze, resolve_timeout
 
 if TYPE_CHECKING:
     from ._client import Client
     from ._config import Config
 
-__all__ = ["JobTimeoutError", "RunningJob", "current_client", "execute"]
+__all__ = ["JobTimeoutError", "RunningJob", "WorkResultError", "current_client", "execute"]
 
 log = logging.getLogger("rivertrio.executor")
 
@@ -60,24 +63,78 @@ class RunningJob:
             self.scope.cancel()
 
 
+# Error records are stored in a jsonb array: a string Postgres refuses (a NUL, a
+# lone surrogate) would fail the completer's whole batch, and an unbounded one
+# could push the row past jsonb's size limit after a few retries.
+_MAX_ERROR_TEXT = 100_000
+
+
+def _storable(text: str) -> str:
+    if len(text) > _MAX_ERROR_TEXT:
+        text = text[:_MAX_ERROR_TEXT] + f"... ({len(text) - _MAX_ERROR_TEXT} characters cut)"
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    if not text.isascii():
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def _error_json(row: JobRow, error: BaseException) -> str:
-    message = str(error)
+    try:
+        message = str(error)
+    except Exception:
+        message = "(str() of the error raised)"
     return json.dumps(
         {
             "attempt": row.attempt,
-            "error": f"{type(error).__name__}: {message}" if message else type(error).__name__,
-            "trace": "".join(traceback.format_exception(error)),
+            "error": _storable(
+                f"{type(error).__name__}: {message}" if message else type(error).__name__
+            ),
+            "trace": _storable("".join(traceback.format_exception(error))),
         }
     )
+
+
+def _propagates(error: BaseException) -> bool:
+    """Whether a BaseException from a job must leave it: cancellation, or a real Ctrl-C.
+
+    Everything else a worker raises is the job's failure, recorded, however it is
+    spelled (KeyboardInterrupt raised by hand, SystemExit from a library calling
+    sys.exit, GeneratorExit, a custom BaseException subclass).
+    """
+    if isinstance(error, trio.Cancelled):
+        return True
+    if isinstance(error, BaseExceptionGroup):
+        return any(_propagates(e) for e in error.exceptions)
+    if isinstance(error, KeyboardInterrupt):
+        # Trio raises a real Ctrl-C from its SIGINT handler inside whatever code
+        # is running, possibly a job's: that one must reach the program (it is
+        # the user asking to stop), and the job is interrupted, not failed.
+        tb = error.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        return tb is not None and tb.tb_frame.f_globals.get("__name__") == "trio._core._ki"
+    return False
 
 
 async def execute(client: Client, config: Config, handle: RunningJob) -> Outcome:
     """Work one fetched job and return its outcome. A checkpoint.
 
-    Every failure of the job itself (a worker error, bad args, an unknown kind, a
-    timeout) becomes a FAILED outcome. Cancellation from outside (hard stop,
-    the enclosing scope) propagates as `trio.Cancelled`; the caller records the
-    job as interrupted.
+    Every failure of the job itself becomes a FAILED outcome: a worker error, args
+    or metadata that do not decode (`JobDecodeError`), an unknown kind, a timeout,
+    and also a BaseException raised by the worker (KeyboardInterrupt, SystemExit,
+    GeneratorExit, custom subclasses), which is logged as an error: a job's bug
+    never stops the client. Cancellation from outside (hard stop, the enclosing
+    scope) propagates as `trio.Cancelled`, and a real Ctrl-C that Trio delivered
+    inside the job's code as `KeyboardInterrupt`; the caller records the job as
+    interrupted.
+
+    `work` returning means completed, whatever it returns: a value is ignored with
+    a warning (the job's effects happened; a retry would repeat them), except an
+    awaitable, which means the work was never awaited (FAILED), and an exception,
+    which counts as raised. A worker that swallows its cancellation (timeout,
+    ``job_cancel``, hard stop) and returns is completed too, as in River, with a
+    warning: it delays stopping for as long as it keeps going.
     """
     row = handle.row
     _current_client.set(client)
@@ -104,8 +161,7 @@ async def execute(client: Client, config: Config, handle: RunningJob) -> Outcome
         if entry is None:
             raise UnknownJobKindError(f"no worker is registered for job kind {row.kind!r}")
         args_cls, worker = entry
-        args = args_cls.from_json(json.loads(row.encoded_args))
-        job = Job.from_row(row, args)
+        job = Job.from_row(row, _decode_args(row, args_cls))
         timeout = resolve_timeout(worker, job, config.job_timeout)
         with trio.CancelScope() as scope:
             handle.scope = scope
@@ -113,9 +169,13 @@ async def execute(client: Client, config: Config, handle: RunningJob) -> Outcome
                 scope.deadline = started + timeout
             if handle.cancel_requested:
                 scope.cancel()
-            await worker.work(job)
+            result = await worker.work(job)
         handle.scope = None
         if not scope.cancelled_caught:
+            if scope.cancel_called or trio.current_effective_deadline() == -math.inf:
+                _warn_cancellation_ignored(row, handle, timeout, started)
+            if result is not None:
+                _check_result(row, result)
             return outcome(OutcomeKind.COMPLETED)
         if handle.cancel_requested:
             return outcome(
@@ -126,9 +186,106 @@ async def execute(client: Client, config: Config, handle: RunningJob) -> Outcome
     except JobCancel as exc:
         return outcome(OutcomeKind.CANCELLED, error=_error_json(row, exc))
     except JobSnooze as exc:
-        return outcome(OutcomeKind.SNOOZED, delay=exc.seconds)
+        problem = _snooze_problem(row)
+        if problem is None:
+            return outcome(OutcomeKind.SNOOZED, delay=exc.seconds)
+        return await _failed(config, row, job, worker, JobDecodeError(problem), outcome)
     except Exception as exc:
         return await _failed(config, row, job, worker, exc, outcome)
+    except BaseException as exc:
+        if _propagates(exc):
+            raise
+        log.error(
+            "job %d (kind %r) raised %s, a BaseException: recorded as a failed attempt; "
+            "the client goes on (workers should raise Exception subclasses)",
+            row.id,
+            row.kind,
+            type(exc).__name__,
+            exc_info=exc,
+        )
+        return await _failed(config, row, job, worker, exc, outcome)
+
+
+def _decode_args(row: JobRow, args_cls: type[JobArgs]) -> JobArgs:
+    problem = metadata_problem(row)
+    if problem is not None:
+        raise JobDecodeError(f"job {row.id}: its metadata {problem}")
+    try:
+        return args_cls.from_json(json.loads(row.encoded_args))
+    except Exception as exc:
+        why = str(exc) if isinstance(exc, JobDecodeError) else f"{type(exc).__name__}: {exc}"
+        raise JobDecodeError(
+            f"job {row.id}: args of kind {row.kind!r} do not decode into "
+            f"{args_cls.__qualname__}: {why}"
+        ) from exc
+
+
+_INT4_MAX = 2**31 - 1
+
+
+def _snooze_problem(row: JobRow) -> str | None:
+    # The completion statement counts snoozes with an int cast of metadata.snoozes:
+    # a value another client wrote that is not a small integer would fail the whole
+    # batch, every job in it left running for the rescuer. Fail this one instead.
+    count = row.metadata.get("snoozes")
+    if count is None or (
+        isinstance(count, int) and not isinstance(count, bool) and -_INT4_MAX <= count < _INT4_MAX
+    ):
+        return None
+    return f"job {row.id} cannot be snoozed: its metadata's 'snoozes' is {count!r}, not a count"
+
+
+def _check_result(row: JobRow, result: object) -> None:
+    """Judge a non-None value returned by `work` (see `execute`)."""
+    if isinstance(result, BaseException):
+        log.warning(
+            "job %d (kind %r): work() returned %r instead of raising it; treated as raised",
+            row.id,
+            row.kind,
+            result,
+        )
+        raise result
+    if inspect.isawaitable(result):
+        if inspect.iscoroutine(result):
+            result.close()  # it will never run; closing spares a "never awaited" warning
+        raise WorkResultError(
+            f"work() returned {type(result).__name__} {result!r} without awaiting it, so that "
+            "part of the job never ran (a missing await?)"
+        )
+    log.warning(
+        "job %d (kind %r): work() returned %s; the value is ignored (work should return None)",
+        row.id,
+        row.kind,
+        _short_repr(result),
+    )
+
+
+def _short_repr(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _warn_cancellation_ignored(
+    row: JobRow, handle: RunningJob, timeout: float | None, started: float
+) -> None:
+    if handle.cancel_requested:
+        why = "its job_cancel"
+    elif timeout is not None and trio.current_time() >= started + timeout:
+        late = trio.current_time() - (started + timeout)
+        why = f"its timeout of {timeout:g} s ({late:.2f} s late)"
+    else:
+        why = "the client's stop"
+    log.warning(
+        "job %d (kind %r) returned after %s cancelled it: recorded as completed; work() "
+        "should let trio.Cancelled propagate (catching it delays stopping)",
+        row.id,
+        row.kind,
+        why,
+    )
+
+
+class WorkResultError(RivertrioError, TypeError):
+    """A worker's ``work`` returned an awaitable instead of awaiting it."""
 
 
 async def _failed(
@@ -136,27 +293,45 @@ async def _failed(
     row: JobRow,
     job: Job[Any] | None,
     worker: Any,
-    error: Exception,
+    error: BaseException,
     outcome: Any,
 ) -> Outcome:
     error_text = _error_json(row, error)
+    # The hooks below are user code too: whatever they do, the job's outcome
+    # must still be sent, or the producer (and with it the client) would fail.
     if config.error_handler is not None:
         try:
             result = await config.error_handler(row, error)
-        except Exception:
+        except BaseException as exc:
+            if _propagates(exc):
+                raise
             log.exception("the error handler raised for job %d; applying the retry policy", row.id)
         else:
-            if result is not None and result.set_cancelled:
+            if getattr(result, "set_cancelled", False) is True:
                 return outcome(OutcomeKind.CANCELLED, error=error_text)  # type: ignore[no-any-return]
     retry_at: datetime | None = None
     if worker is not None and job is not None:
         try:
             retry_at = worker.next_retry(job)
+            if retry_at is not None and (
+                not isinstance(retry_at, datetime) or retry_at.utcoffset() is None
+            ):
+                raise TypeError(f"next_retry returned {retry_at!r}, not an aware datetime or None")
         except Exception:
-            log.exception("next_retry raised for job %d; applying the retry policy", row.id)
+            retry_at = None
+            log.exception("next_retry failed for job %d; applying the retry policy", row.id)
         if retry_at is not None and retry_at <= datetime.now(UTC):
             retry_at = None  # a time in the past falls back to the policy
-    delay = None if retry_at is not None else config.retry_policy(row)
+    delay: float | None = None
+    if retry_at is None:
+        try:
+            delay = float(config.retry_policy(row))
+            if not math.isfinite(delay) or delay < 0:
+                raise ValueError(f"the retry policy returned {delay!r} seconds")
+            delay = min(delay, MAX_RETRY_DELAY)  # beyond it Postgres' timestamps overflow
+        except Exception:
+            log.exception("the retry policy failed for job %d; using the default", row.id)
+            delay = default_retry_policy(row)
     return outcome(  # type: ignore[no-any-return]
         OutcomeKind.FAILED, error=error_text, retry_at=retry_at, delay=delay
     )

@@ -16,7 +16,7 @@ from ._driver import Tx
 from ._driver._copy import copy_jobs, insert_jobs_atomic
 from ._driver._jobs import InsertRows
 from ._exceptions import DatabaseError, InvalidInputError, UnknownJobKindError
-from ._job import JobArgs, JobRow, JobState, encode_args
+from ._job import JobArgs, JobRow, JobState, encode_args, json_value_problem
 from ._unique import UniqueOpts, unique_key
 
 if TYPE_CHECKING:
@@ -81,13 +81,13 @@ def _encode_metadata(metadata: object, where: str = "metadata") -> str:
     for key in metadata:
         if not isinstance(key, str):
             raise InvalidInputError(f"{where} key {key!r} is not a string")
+    problem = json_value_problem(dict(metadata))
+    if problem is not None:
+        raise InvalidInputError(f"{where} {problem}")
     try:
-        text = json.dumps(dict(metadata), allow_nan=False, separators=(",", ":"))
+        return json.dumps(dict(metadata), allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidInputError(f"{where} does not encode to JSON: {exc}") from exc
-    if "\\u0000" in text:
-        raise InvalidInputError(f"{where} contains a NUL character, which Postgres cannot store")
-    return text
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,6 +83,24 @@ class Worker(abc.ABC, Generic[ArgsT]):
     ``work`` returning means the job completed; raising means it failed and is
     retried per the retry policy (see `JobCancel` and `JobSnooze` for the other
     outcomes).
+
+    What a job does never stops the client:
+
+    - Any exception is the job's failure, BaseException subclasses included
+      (``KeyboardInterrupt`` or ``SystemExit`` raised by its code, a custom
+      subclass): recorded in the job's errors, and logged as an error when it is
+      not an Exception. Only `trio.Cancelled` propagates, and a real Ctrl-C that
+      Trio happened to deliver inside the job's code (the job is then
+      interrupted and the program stops as usual).
+    - ``work`` should return None. A returned value is ignored with a warning
+      (the job's effects happened: a retry would repeat them), but a returned
+      exception counts as raised, and a returned awaitable (a forgotten
+      ``await``) fails the job.
+    - ``work`` must let `trio.Cancelled` propagate. One that catches it and
+      returns is recorded as completed (as in River) with a warning; until it
+      returns, it holds up the client's stop.
+    - Blocking calls (``time.sleep``, CPU-bound loops) stall every job of the
+      process while they run; run them with ``trio.to_thread.run_sync``.
     """
 
     @abc.abstractmethod

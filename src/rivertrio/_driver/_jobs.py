@@ -87,7 +87,9 @@ updated AS (
         metadata = CASE
             WHEN u.outcome = 'snoozed' AND {_STATE} <> 'cancelled' THEN jsonb_set(
                 j.metadata, '{{snoozes}}',
-                to_jsonb(coalesce((j.metadata ->> 'snoozes')::int, 0) + 1))
+                -- Another client may have stored anything there: count only numbers.
+                to_jsonb(CASE WHEN jsonb_typeof(j.metadata -> 'snoozes') = 'number'
+                    THEN (j.metadata ->> 'snoozes')::numeric::int ELSE 0 END + 1))
             ELSE j.metadata END
     FROM u
     WHERE j.id = u.id AND j.state = 'running'
