@@ -457,8 +457,16 @@ async def open_driver(
             where = describe_url(url)
 
             async def create() -> tuple[asyncpg.Pool, str]:
+                # No idle-connection expiry: each release would arm a 300 s
+                # timer, and trio-asyncio keeps cancelled timers until they are
+                # due, so a busy client piled up thousands of them (+3-4 MiB).
                 pool = await asyncpg.create_pool(
-                    url, min_size=min_size, max_size=max_size, timeout=10, **connect_kwargs
+                    url,
+                    min_size=min_size,
+                    max_size=max_size,
+                    timeout=10,
+                    max_inactive_connection_lifetime=0,
+                    **connect_kwargs,
                 )
                 try:
                     current = schema or await pool.fetchval("SELECT current_schema()")
