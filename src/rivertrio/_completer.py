@@ -26,7 +26,7 @@ import trio
 
 from ._driver._jobs import complete_jobs
 from ._events import Event, EventKind, JobStats, Outcome, OutcomeKind, QueueEvent
-from ._exceptions import ConfigError, DatabaseError
+from ._exceptions import ConfigError, DatabaseConnectionError, DatabaseError
 from ._job import JobRow, JobState
 from .service import Service
 
@@ -43,6 +43,11 @@ CompletionItem = Outcome | QueueEvent
 # Small on purpose: a slow lossless subscriber must back-pressure the completer
 # (and through its backlog the job tasks), not grow a queue.
 _OUTPUT_BUFFER = 4
+
+# A statement that Postgres itself rejects (not a connection problem) will most
+# likely be rejected again: it gets this many attempts at most, so that one bad
+# batch cannot hold every other outcome back for the whole outage budget.
+_STATEMENT_ATTEMPTS = 3
 
 _EVENT_BY_OUTCOME = {
     OutcomeKind.COMPLETED: EventKind.JOB_COMPLETED,
@@ -118,12 +123,19 @@ class Completer(Service):
             more is split into sub-batches of this size.
         flush_interval: Longest time an outcome waits to be batched, in seconds.
         backlog: Outcomes buffered in the input channel before senders wait.
-        max_attempts: Statements tried per sub-batch before it is given up on
-            (its job ids are logged; the rows stay running for the rescuer).
-        retry_backoff: Base delay between attempts, doubled each time, jittered.
+        max_attempts: Statements tried per sub-batch while the database cannot
+            be reached (or does not answer) before the sub-batch is given up on
+            (its job ids are logged; the rows stay running for the rescuer). A
+            statement that Postgres rejects gets at most 3 attempts.
+        retry_backoff: Base delay between attempts, doubled each time, jittered
+            by +-25%.
+        max_backoff: The longest delay between two attempts. The defaults retry
+            for about 30 s: a database restart or a failover is ridden out, and
+            outcomes produced during it are persisted once it is back.
         attempt_timeout: Deadline of one statement, in seconds.
         final_flush_timeout: Bound on persisting what is left once the input has
-            closed, so a dead database cannot hang shutdown.
+            closed, so a dead database cannot hang shutdown. It also bounds
+            retries in progress when the input closes (a stop during an outage).
 
     Raises:
         ConfigError: A setting is out of range (the message names it).
@@ -136,8 +148,9 @@ class Completer(Service):
         batch_size: int = 5000,
         flush_interval: float = 0.05,
         backlog: int = 20_000,
-        max_attempts: int = 3,
+        max_attempts: int = 10,
         retry_backoff: float = 0.25,
+        max_backoff: float = 5.0,
         attempt_timeout: float = 10.0,
         final_flush_timeout: float = 15.0,
     ) -> None:
@@ -147,6 +160,7 @@ class Completer(Service):
         _check_int("max_attempts", max_attempts, 1)
         _check_positive("flush_interval", flush_interval)
         _check_positive("retry_backoff", retry_backoff, zero_ok=True)
+        _check_positive("max_backoff", max_backoff, zero_ok=True)
         _check_positive("attempt_timeout", attempt_timeout)
         _check_positive("final_flush_timeout", final_flush_timeout)
         self._driver = driver
@@ -155,6 +169,7 @@ class Completer(Service):
         self.backlog = backlog
         self.max_attempts = max_attempts
         self.retry_backoff = retry_backoff
+        self.max_backoff = max_backoff
         self.attempt_timeout = attempt_timeout
         self.final_flush_timeout = final_flush_timeout
         self.counters = CompleterCounters()
@@ -263,7 +278,7 @@ class Completer(Service):
                     # sub-batches: a backlog is written at batch_size per statement.
                     closed, count = self._drain(receive_in, pending, count, math.inf)
                 deadline = trio.current_time() + self.final_flush_timeout if closed else math.inf
-                await self._flush(pending, send_out, deadline)
+                await self._flush(pending, send_out, deadline, receive_in)
                 if closed:
                     return
 
@@ -307,11 +322,14 @@ class Completer(Service):
         items: Sequence[CompletionItem],
         send_out: trio.MemorySendChannel[list[Event]],
         deadline: float,
+        receive_in: trio.MemoryReceiveChannel[CompletionItem] | None = None,
     ) -> None:
         """Persist ``items`` sub-batch by sub-batch and send each one's events.
 
         The database work is bounded by ``deadline`` (the final flush); sending the
-        events is not, since a lossless subscriber is allowed to be slow.
+        events is not, since a lossless subscriber is allowed to be slow. When the
+        input closes while a sub-batch is being retried (the client stops during
+        an outage), the final flush deadline starts then.
         """
         for chunk in self._split(items):
             outcomes = [item for item in chunk if isinstance(item, Outcome)]
@@ -319,7 +337,17 @@ class Completer(Service):
             if outcomes:
                 records = None
                 with trio.move_on_at(deadline) as scope:
-                    records = await self._persist(outcomes)
+
+                    def closing() -> None:
+                        if (
+                            scope.deadline == math.inf
+                            and receive_in is not None
+                            and receive_in.statistics().open_send_channels == 0
+                        ):
+                            scope.deadline = trio.current_time() + self.final_flush_timeout
+
+                    records = await self._persist(outcomes, closing)
+                deadline = scope.deadline
                 if scope.cancelled_caught:
                     ids = [o.job.id for o in outcomes]
                     self.counters.rows_dropped += len(ids)
@@ -336,13 +364,19 @@ class Completer(Service):
         # A flush of deleted rows only sends nothing: still one schedule point per batch.
         await trio.lowlevel.checkpoint()
 
-    async def _persist(self, outcomes: list[Outcome]) -> dict[int, Any] | None:
-        """Run the completion statement, retrying; return the rows by id, None if given up."""
+    async def _persist(
+        self, outcomes: list[Outcome], before_retry: Callable[[], None] | None = None
+    ) -> dict[int, Any] | None:
+        """Run the completion statement, retrying; return the rows by id, None if given up.
+
+        `before_retry` is called after each failed attempt that will be retried.
+        """
         ids = [o.job.id for o in outcomes]
         kinds = [str(o.kind) for o in outcomes]
         retry_at = [o.retry_at for o in outcomes]
         delays = [o.delay for o in outcomes]
         errors = [o.error for o in outcomes]
+        limit = self.max_attempts
         for attempt in range(1, self.max_attempts + 1):
             problem: str
             with trio.move_on_after(self.attempt_timeout) as scope:
@@ -358,13 +392,15 @@ class Completer(Service):
                     )
                 except DatabaseError as exc:
                     problem = f"{type(exc).__name__}: {exc}"
+                    if not isinstance(exc, DatabaseConnectionError):
+                        limit = min(limit, _STATEMENT_ATTEMPTS)
                 else:
                     self.counters.batches += 1
                     return {row["id"]: row for row in rows}
             if scope.cancelled_caught:
                 problem = f"no answer within attempt_timeout={self.attempt_timeout} s"
             self.counters.failed_attempts += 1
-            if attempt == self.max_attempts:
+            if attempt >= limit:
                 self.counters.rows_dropped += len(ids)
                 log.error(
                     "giving up persisting the outcomes of %d jobs after %d attempts (%s); "
@@ -376,16 +412,19 @@ class Completer(Service):
                 )
                 await trio.lowlevel.checkpoint()
                 return None
-            delay = self.retry_backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
+            delay = min(self.max_backoff, self.retry_backoff * 2 ** (attempt - 1))
+            delay *= random.uniform(0.75, 1.25)
             log.warning(
                 "persisting the outcomes of %d jobs failed (attempt %d of %d, %s); "
                 "retrying in %.2f s",
                 len(ids),
                 attempt,
-                self.max_attempts,
+                limit,
                 problem,
                 delay,
             )
+            if before_retry is not None:
+                before_retry()
             await trio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 

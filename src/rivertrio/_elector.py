@@ -46,6 +46,9 @@ _WAKE_SPREAD = 0.05
 _RETRY_PAUSE = 1.0
 # Bound on the shielded resignation when stopping.
 _RESIGN_TIMEOUT = 5.0
+# Bound on one election statement: a connection that never answers (a black
+# hole) must not keep a candidate from ever standing again.
+_ELECT_TIMEOUT = 10.0
 
 
 @dataclass(eq=False)
@@ -114,6 +117,9 @@ class Elector(Service):
         # An elect statement cut short by a stop may have committed: the stop
         # then resigns any term under our id so it does not linger for a TTL.
         self._attempt_interrupted = False
+        # An elect statement that got no answer may have committed too; unlike an
+        # interrupted one it is known only until an attempt wins or a resign works.
+        self._stray_term = False
         # elected_at of a term whose row may still be in the table (won, and not
         # yet resigned or replaced): a stop deletes it.
         self._held_row: datetime | None = None
@@ -176,26 +182,40 @@ class Elector(Service):
                         await trio.sleep(self.elect_interval)
         finally:
             self._lose()
-            if self._held_row is not None or self._attempt_interrupted:
+            if self._held_row is not None or self._attempt_interrupted or self._stray_term:
                 with trio.move_on_after(_RESIGN_TIMEOUT, shield=True):
                     await self._resign(self._held_row)
 
     async def _campaign(self) -> tuple[Term, float]:
         """Try to become leader until it works; returns the term and its local deadline."""
+        failures = 0
         while True:
             self._wake = trio.Event()
             started = trio.current_time()
             elected_at: datetime | None = None
             self._attempt_interrupted = True
-            try:
-                elected_at = await self._driver.run(
-                    elect, self._driver.configured_schema, self.client_id, self.ttl
-                )
-            except DatabaseError as exc:
-                log.warning("leader election attempt failed: %s", exc)
+            problem: str | None = None
+            with trio.move_on_after(_ELECT_TIMEOUT) as scope:
+                try:
+                    elected_at = await self._driver.run(
+                        elect, self._driver.configured_schema, self.client_id, self.ttl
+                    )
+                except DatabaseError as exc:
+                    problem = f"leader election attempt failed: {exc}"
+            if scope.cancelled_caught:
+                # Its term, if it committed, expires within a TTL; a stop resigns it.
+                self._stray_term = True
+                problem = f"leader election attempt got no answer within {_ELECT_TIMEOUT:g} s"
+            if problem is None:
+                failures = 0
+            else:
+                failures += 1
+                # Once per outage, not once per attempt.
+                log.log(logging.WARNING if failures == 1 else logging.DEBUG, "%s", problem)
             self._attempt_interrupted = False
             self.attempts.increment()
             if elected_at is not None:
+                self._stray_term = False  # the table holds one term: this one
                 log.info("client %r is now the leader", self.client_id)
                 return self._begin(elected_at), started + self.ttl
             with trio.move_on_after(self.elect_interval * random.uniform(1.0, 1.1)):
@@ -222,20 +242,31 @@ class Elector(Service):
                 ok = False
                 started = trio.current_time()
                 with trio.move_on_at(deadline) as scope:
+                    failures = 0
                     while True:
                         started = trio.current_time()
-                        try:
-                            ok = await self._driver.run(
-                                reelect,
-                                self._driver.configured_schema,
-                                self.client_id,
-                                term.elected_at,
-                                self.ttl,
-                            )
-                            break
-                        except DatabaseError as exc:
-                            log.warning("leader re-election failed, retrying: %s", exc)
-                            await trio.sleep(min(_RETRY_PAUSE, self.elect_interval))
+                        # Each attempt bounded: a retry on another connection may
+                        # still make it before the term expires.
+                        with trio.move_on_after(self.elect_interval) as attempt:
+                            try:
+                                ok = await self._driver.run(
+                                    reelect,
+                                    self._driver.configured_schema,
+                                    self.client_id,
+                                    term.elected_at,
+                                    self.ttl,
+                                )
+                                break
+                            except DatabaseError as exc:
+                                problem = str(exc)
+                        if attempt.cancelled_caught:
+                            problem = f"no answer within {self.elect_interval:g} s"
+                        failures += 1
+                        if failures == 1:
+                            log.warning("leader re-election failed, retrying: %s", problem)
+                        else:
+                            log.debug("leader re-election failed again: %s", problem)
+                        await trio.sleep(min(_RETRY_PAUSE, self.elect_interval))
                 if scope.cancelled_caught:
                     log.warning(
                         "client %r could not re-elect within its %g s TTL: stepping down",
@@ -266,6 +297,8 @@ class Elector(Service):
         else:
             self._held_row = None
             self._attempt_interrupted = False
+            if elected_at is None:
+                self._stray_term = False
 
     # -- term bookkeeping (no checkpoints) --
 

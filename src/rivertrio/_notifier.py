@@ -121,16 +121,18 @@ class Notifier(Service):
                     self._listener = listener
                     self.connected.set()
                     try:
-                        await self._pump(listener)
+                        why = await self._pump(listener)
                     finally:
                         self._listener = None
                         self.connected = trio.Event()
                         with trio.move_on_after(2, shield=True):
                             await listener.aclose()
+                    # One line per break, whatever revealed it.
                     log.warning(
-                        "the LISTEN connection to %s broke; reconnecting (notifications sent "
-                        "meanwhile are lost, polling covers them)",
+                        "the LISTEN connection to %s broke (%s); reconnecting (notifications "
+                        "sent meanwhile are lost, polling covers them)",
                         self._driver.where,
+                        why,
                     )
                     listener = await self._reconnect()
                     self.reconnects += 1
@@ -162,8 +164,9 @@ class Notifier(Service):
         await self._stop_event.wait()
         scope.cancel()
 
-    async def _pump(self, listener: Listener) -> None:
-        """Deliver notifications until the connection breaks."""
+    async def _pump(self, listener: Listener) -> str:
+        """Deliver notifications until the connection breaks; returns what showed it."""
+        why = "the connection was closed"
         async with trio.open_nursery() as nursery:
 
             async def watch() -> None:
@@ -173,20 +176,18 @@ class Notifier(Service):
             async def ping() -> None:
                 # The server closing the connection is seen at once (`broken`); a
                 # dead network is not, and only an unanswered ping reveals it.
+                nonlocal why
                 while True:
                     await trio.sleep(self._ping_interval)
                     with trio.move_on_after(self._ping_timeout) as scope:
                         try:
                             await listener.ping()
                         except DatabaseError as exc:
-                            log.warning("the LISTEN connection failed its ping: %s", exc)
+                            why = f"it failed its ping: {exc}"
                             nursery.cancel_scope.cancel()
                             return
                     if scope.cancelled_caught:
-                        log.warning(
-                            "the LISTEN connection did not answer a ping within %s s",
-                            self._ping_timeout,
-                        )
+                        why = f"it did not answer a ping within {self._ping_timeout:g} s"
                         nursery.cancel_scope.cancel()
                         return
 
@@ -208,3 +209,4 @@ class Notifier(Service):
                     except Exception:
                         # One faulty subscriber must not cut the others off.
                         log.exception("a %s notification callback raised; ignored", note.topic)
+        return why

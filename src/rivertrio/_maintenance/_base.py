@@ -6,15 +6,55 @@ import abc
 import logging
 import math
 import random
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
-from .._exceptions import ConfigError, DatabaseError
+from .._exceptions import ConfigError, DatabaseConnectionError, DatabaseError
 from ..service import Service
 
-__all__ = ["Counter", "IntervalService", "cancel_on", "check_batch_size", "check_interval"]
+if TYPE_CHECKING:
+    from .._driver import Driver
+
+__all__ = [
+    "STATEMENT_TIMEOUT",
+    "Counter",
+    "IntervalService",
+    "cancel_on",
+    "check_batch_size",
+    "check_interval",
+    "run_bounded",
+]
+
+T = TypeVar("T")
 
 log = logging.getLogger("rivertrio.maintenance")
+
+#: Deadline of one maintenance statement, in seconds. Each is a bounded batch
+#: that takes milliseconds; one that gets no answer for this long is on a
+#: connection that went dark, and must not hold a pooled connection, and its
+#: service, for as long as that connection lives.
+STATEMENT_TIMEOUT = 10.0
+# The same for a whole pass (its statements are bounded one by one; this also
+# covers what is not, such as the periodic enqueuer's inserts).
+_PASS_TIMEOUT_FLOOR = 60.0
+
+
+async def run_bounded(
+    driver: Driver, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any
+) -> T:
+    """``driver.run(fn, *args)`` within `STATEMENT_TIMEOUT`. A checkpoint.
+
+    Raises:
+        DatabaseConnectionError: No answer in time (the statement is cancelled:
+            each one is atomic, so nothing is left half done).
+    """
+    with trio.move_on_after(STATEMENT_TIMEOUT):
+        return await driver.run(fn, *args, **kwargs)
+    raise DatabaseConnectionError(
+        f"a statement to {driver.where} got no answer within {STATEMENT_TIMEOUT:g} s"
+    )
 
 
 def check_interval(name: str, value: object, *, allow_zero: bool = False) -> float:
@@ -76,10 +116,13 @@ class IntervalService(Service):
     """A maintenance service that runs :meth:`run_once` at start, then every `interval`.
 
     A failing pass (the database is down, a statement fails) is logged and
-    retried at the next interval: maintenance never takes the client down.
-    Stopping cancels a pass in flight; each pass is made of atomic statements,
-    so nothing is left half done. `passes` counts the passes that ended,
-    successfully or not; `failures` those that raised.
+    retried at the next interval: maintenance never takes the client down. A
+    run of failures is logged once (then every 20th), and the recovery once.
+    A pass that takes more than `pass_timeout` (60 s, or twice the interval if
+    longer) is cancelled and counts as failed. Stopping cancels a pass in flight;
+    each pass is made of atomic statements, so nothing is left half done.
+    `passes` counts the passes that ended, successfully or not; `failures`
+    those that raised or timed out.
     """
 
     name = "maintenance service"
@@ -89,6 +132,7 @@ class IntervalService(Service):
         self.interval = check_interval(f"{type(self).__name__} interval", interval)
         self.passes = Counter()
         self.failures = 0
+        self.pass_timeout = max(_PASS_TIMEOUT_FLOOR, 2 * self.interval)
         self._wake = trio.Event()
 
     @abc.abstractmethod
@@ -107,21 +151,48 @@ class IntervalService(Service):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(cancel_on, self._stop_event, nursery.cancel_scope)
             task_status.started()
+            in_a_row = 0
             while True:
                 self._wake = trio.Event()
-                try:
-                    result = await self._tick()
-                except DatabaseError as exc:
-                    self.failures += 1
+                failed = True
+                with trio.move_on_after(self.pass_timeout) as scope:
+                    try:
+                        result = await self._tick()
+                    except DatabaseError as exc:
+                        in_a_row += 1
+                        # Once per run of failures (an outage fails every pass).
+                        level = logging.WARNING if in_a_row % 20 == 1 else logging.DEBUG
+                        log.log(
+                            level,
+                            "%s: pass failed (%d in a row), retrying every %.1f s: %s",
+                            self.name,
+                            in_a_row,
+                            self.interval,
+                            exc,
+                        )
+                    except Exception:
+                        in_a_row += 1
+                        log.exception(
+                            "%s: pass failed, retrying in %.1f s", self.name, self.interval
+                        )
+                    else:
+                        failed = False
+                        if result:
+                            log.debug("%s: %s", self.name, result)
+                if scope.cancelled_caught:
+                    in_a_row += 1
                     log.warning(
-                        "%s: pass failed, retrying in %.1f s: %s", self.name, self.interval, exc
+                        "%s: pass cancelled after %.0f s without finishing (a statement got "
+                        "no answer); retrying in %.1f s",
+                        self.name,
+                        self.pass_timeout,
+                        self.interval,
                     )
-                except Exception:
+                if failed:
                     self.failures += 1
-                    log.exception("%s: pass failed, retrying in %.1f s", self.name, self.interval)
-                else:
-                    if result:
-                        log.debug("%s: %s", self.name, result)
+                elif in_a_row:
+                    log.info("%s: passes succeed again after %d failures", self.name, in_a_row)
+                    in_a_row = 0
                 self.passes.increment()
                 # Up to 10% jitter, so that services started together do not
                 # hit the database together forever after.

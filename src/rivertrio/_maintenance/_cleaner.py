@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._driver._maintenance import delete_finalized_jobs
-from ._base import IntervalService, check_batch_size, check_interval
+from ._base import IntervalService, check_batch_size, check_interval, run_bounded
 
 if TYPE_CHECKING:
     from .._driver import Driver
@@ -69,7 +69,8 @@ class JobCleaner(IntervalService):
             return 0
         total = 0
         while True:
-            deleted = await self._driver.run(
+            deleted = await run_bounded(
+                self._driver,
                 delete_finalized_jobs,
                 self._driver.configured_schema,
                 *self._retentions,

@@ -6,7 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from .._driver._maintenance import delete_idle_queues
-from ._base import IntervalService, check_batch_size, check_interval
+from ._base import IntervalService, check_batch_size, check_interval, run_bounded
 
 if TYPE_CHECKING:
     from .._driver import Driver
@@ -48,7 +48,8 @@ class QueueCleaner(IntervalService):
         """Delete every idle queue row, in batches; returns their names. A checkpoint."""
         names: list[str] = []
         while True:
-            batch = await self._driver.run(
+            batch = await run_bounded(
+                self._driver,
                 delete_idle_queues,
                 self._driver.configured_schema,
                 self._retention,

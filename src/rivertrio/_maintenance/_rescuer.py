@@ -44,7 +44,7 @@ from .._driver._maintenance import (
 from .._job import Job, JobRow
 from .._retry import default_retry_policy
 from .._worker import resolve_timeout
-from ._base import IntervalService, check_batch_size, check_interval
+from ._base import IntervalService, check_batch_size, check_interval, run_bounded
 
 if TYPE_CHECKING:
     import asyncpg
@@ -154,7 +154,8 @@ class JobRescuer(IntervalService):
         rescue_after = self._config.rescue_stuck_jobs_after if stuck else None
         after_id = 0
         while True:
-            recs = await self._driver.run(
+            recs = await run_bounded(
+                self._driver,
                 stuck_jobs,
                 self._driver.configured_schema,
                 after_id=after_id,
@@ -180,7 +181,8 @@ class JobRescuer(IntervalService):
         return result
 
     async def _dead_clients(self) -> list[str]:
-        liveness = await self._driver.run(
+        liveness = await run_bounded(
+            self._driver,
             client_liveness,
             self._driver.configured_schema,
             self._driver.schema,
@@ -239,7 +241,7 @@ class JobRescuer(IntervalService):
             rows.owner_keys.append(liveness_key(self._driver.schema, owner) if orphaned else None)
         if not rows.ids:
             return
-        changed = await self._driver.run(rescue_jobs, self._driver.configured_schema, rows)
+        changed = await run_bounded(self._driver, rescue_jobs, self._driver.configured_schema, rows)
         for rec in changed:
             state = rec["state"]
             if state == "retryable":

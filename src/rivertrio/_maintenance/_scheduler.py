@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from .._driver._maintenance import schedule_jobs
 from .._insert import INSERT_TOPIC
-from ._base import IntervalService, check_batch_size
+from ._base import IntervalService, check_batch_size, run_bounded
 
 if TYPE_CHECKING:
     from .._driver import Driver
@@ -71,8 +71,12 @@ class JobScheduler(IntervalService):
         made_available = discarded = 0
         queues: set[str] = set()
         while True:
-            res = await self._driver.run(
-                schedule_jobs, self._driver.configured_schema, self._batch_size, channel
+            res = await run_bounded(
+                self._driver,
+                schedule_jobs,
+                self._driver.configured_schema,
+                self._batch_size,
+                channel,
             )
             made_available += res.handled - res.discarded
             discarded += res.discarded
