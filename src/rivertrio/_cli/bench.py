@@ -647,28 +647,25 @@ def bench(
     if problem is not None:
         raise click.BadParameter(problem, param_hint="--queue")
 
+    options = {
+        "schema": schema,
+        "queue": queue,
+        "num_jobs": num_jobs,
+        "workers": workers,
+        "processes": processes,
+        "latency": latency,
+        "rate": rate,
+        "duration": duration,
+        "fetch_cooldown": fetch_cooldown,
+        "ceiling": ceiling,
+        "reset": reset,
+    }
     if as_json:
 
         def emit(result: BenchResult) -> None:
             click.echo(json.dumps(result.as_json()))
 
-        run_trio(
-            run_bench,
-            database_url,
-            schema=schema,
-            queue=queue,
-            num_jobs=num_jobs,
-            workers=workers,
-            processes=processes,
-            latency=latency,
-            rate=rate,
-            duration=duration,
-            fetch_cooldown=fetch_cooldown,
-            ceiling=ceiling,
-            reset=reset,
-            emit=emit,
-            progress=None,
-        )
+        run_trio(run_bench, database_url, **options, emit=emit, progress=None)
         return
 
     console = Console()
@@ -682,21 +679,7 @@ def bench(
     )
     with progress:
         results = run_trio(
-            run_bench,
-            database_url,
-            schema=schema,
-            queue=queue,
-            num_jobs=num_jobs,
-            workers=workers,
-            processes=processes,
-            latency=latency,
-            rate=rate,
-            duration=duration,
-            fetch_cooldown=fetch_cooldown,
-            ceiling=ceiling,
-            reset=reset,
-            emit=lambda result: None,
-            progress=progress,
+            run_bench, database_url, **options, emit=lambda result: None, progress=progress
         )
     where = describe_url(database_url) if database_url else "the embedded Postgres"
     console.print(_table(results, where))
