@@ -330,6 +330,21 @@ def test_max_attempts_rule(value: Any) -> None:
         Config(max_attempts=value)
 
 
+def test_pool_size_defaults_to_six_plus_one_per_queue() -> None:
+    assert Config().effective_pool_size == 6
+    assert Config().reserved_connections == 2
+    cfg = working()
+    assert (cfg.effective_pool_size, cfg.reserved_connections) == (7, 3)
+    assert working(pool_size=4).effective_pool_size == 4
+
+
+@pytest.mark.parametrize("value", [3, 0, -1, 10_001, 5.0, True, "8"])
+def test_pool_size_leaves_a_connection_for_transactions(value: Any) -> None:
+    # One queue: 3 connections are the client's own, so 4 is the least.
+    with pytest.raises(ConfigError, match=r"pool_size must be an int from 4 to 10000"):
+        working(pool_size=value)
+
+
 def test_max_attempts_bounds_accepted() -> None:
     assert Config(max_attempts=1).max_attempts == 1
     assert Config(max_attempts=32767).max_attempts == 32767

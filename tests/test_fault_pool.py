@@ -5,8 +5,8 @@ own services (the fetcher, the completer, the elector) share the pool with
 them; they must not starve. The driver keeps ``reserved`` connections that
 transaction blocks cannot take, and any wait for a connection is bounded
 (``acquire_timeout``) with an error that says what holds them and how to size
-the pool. `open_client` does not reserve any yet: that is a change to
-``_client.py`` (see the strict xfail below and the issue 7 report).
+the pool. `open_client` reserves ``Config.reserved_connections`` (2 + one per
+queue) of ``Config.effective_pool_size``.
 """
 
 from __future__ import annotations
@@ -22,16 +22,9 @@ import rivertrio
 from _faults import Recorder, Tally, job_states, watch_logs
 from _support import Task, config, task_workers
 from rivertrio import EventKind
-from rivertrio._client import _pool_size
 from rivertrio._driver import Driver, open_driver
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def reserve_for(cfg: rivertrio.Config) -> int:
-    """The connections the client should keep from transaction blocks (proposed for
-    `open_client`): one fetch per queue, the completer, the elector."""
-    return 2 + len(cfg.queues)
 
 
 class Holders:
@@ -76,7 +69,7 @@ async def client_on(
         open_driver(
             database_url,
             schema=cfg.schema,
-            max_size=_pool_size(cfg),
+            max_size=cfg.effective_pool_size,
             reserved=reserved,
             acquire_timeout=acquire_timeout,
         ) as driver,
@@ -110,7 +103,8 @@ async def starve(
                 nursery.start_soon(recorder.run, events)
                 try:
                     # More holders than the pool has connections.
-                    await client.insert_many([Task(name="hold") for _ in range(_pool_size(cfg))])
+                    holds = [Task(name="hold") for _ in range(cfg.effective_pool_size)]
+                    await client.insert_many(holds)
                     await holders.all_held.wait()
                     held_at = trio.current_time()
                     plain = await client.insert_many([Task(n=i) for i in range(20)])
@@ -146,27 +140,6 @@ async def starve(
     assert not logs.matching("no connection", level=30)
 
 
-async def test_transactions_cannot_starve_the_clients_services(
-    database_url: str, migrated_schema: str, driver: Driver
-) -> None:
-    cfg = config(migrated_schema)
-    await starve(
-        database_url,
-        migrated_schema,
-        driver,
-        reserved=reserve_for(cfg),
-        name="pool: transactions hold every connection they may",
-    )
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "open_client opens its pool with no connection reserved for the client's own "
-        "services (`reserved=` of open_driver), so user transactions can take them all; "
-        "needs the _client.py change in the issue 7 report"
-    ),
-)
 async def test_open_client_keeps_connections_for_its_services(
     database_url: str, migrated_schema: str, driver: Driver
 ) -> None:
@@ -182,7 +155,7 @@ async def test_open_client_keeps_connections_for_its_services(
 async def test_an_exhausted_pool_says_what_holds_it_and_how_to_size_it(
     database_url: str, migrated_schema: str, driver: Driver
 ) -> None:
-    # Today's open_client pool: nothing reserved. Waits for a connection are bounded.
+    # A driver opened with nothing reserved: waits for a connection are still bounded.
     holders = Holders()
     recorder = Recorder()
     cfg = config(migrated_schema, workers=task_workers(holders.work), max_workers=20)
@@ -196,7 +169,8 @@ async def test_an_exhausted_pool_says_what_holds_it_and_how_to_size_it(
             async with client.subscribe(*EventKind, buffer=100) as events:
                 nursery.start_soon(recorder.run, events)
                 try:
-                    await client.insert_many([Task(name="hold") for _ in range(_pool_size(cfg))])
+                    holds = [Task(name="hold") for _ in range(cfg.effective_pool_size)]
+                    await client.insert_many(holds)
                     await holders.all_held.wait()
                     started = trio.current_time()
                     with pytest.raises(rivertrio.DatabaseError) as raised:

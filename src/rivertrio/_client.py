@@ -670,13 +670,6 @@ class Client:
         return self._subscriptions.subscribe(*kinds, buffer=buffer, overflow=overflow)
 
 
-def _pool_size(config: Config) -> int:
-    # Producers fetch, the completer completes, inserts and maintenance (about
-    # five passes at once when a term starts) run beside them; keep room so that
-    # one never starves another.
-    return 6 + len(config.queues)
-
-
 @asynccontextmanager
 async def open_client(config: Config, *, database_url: str | None = None) -> AsyncIterator[Client]:
     """Open the database, start a client, and stop it when the block ends.
@@ -697,7 +690,10 @@ async def open_client(config: Config, *, database_url: str | None = None) -> Asy
             open_driver(
                 url,
                 schema=config.schema,
-                max_size=_pool_size(config),
+                max_size=config.effective_pool_size,
+                # User transactions may not take these: they would starve the
+                # client's own fetches and completions (issue 7, scenario 5).
+                reserved=config.reserved_connections,
                 poll_only=config.poll_only,
             ) as driver,
             trio.open_nursery() as nursery,

@@ -261,6 +261,9 @@ class Config:
     poll_only: bool = False
     schema: str | None = None
     id: str = ""
+    # None: 6 + one per queue. Of them, 2 + one per queue are kept from
+    # transaction blocks for the client's own fetches, completions and election.
+    pool_size: int | None = None
 
     def __post_init__(self) -> None:
         self._resolve_id()
@@ -279,6 +282,16 @@ class Config:
     def insert_only(self) -> bool:
         """True when the client works no queues: it only inserts and manages jobs."""
         return not self.queues
+
+    @property
+    def reserved_connections(self) -> int:
+        """Pooled connections kept from transaction blocks, for the client's own services."""
+        return 2 + len(self.queues)
+
+    @property
+    def effective_pool_size(self) -> int:
+        """The size of the client's connection pool: `pool_size`, or 6 + one per queue."""
+        return self.pool_size if self.pool_size is not None else 6 + len(self.queues)
 
     def queue_fetch_cooldown(self, queue: str) -> float:
         """The fetch cooldown in effect for a configured queue."""
@@ -398,6 +411,16 @@ class Config:
                     raise ConfigError(f"periodic_jobs: id {job.id!r} is used twice")
                 seen.add(job.id)
         object.__setattr__(self, "periodic_jobs", periodic)
+        size = self.pool_size
+        least = self.reserved_connections + 1
+        if size is not None and (
+            not isinstance(size, int) or isinstance(size, bool) or not least <= size <= 10_000
+        ):
+            raise ConfigError(
+                f"pool_size must be an int from {least} to 10000, got {size!r}: the client "
+                f"keeps {least - 1} connections (2 + one per queue) for its own fetches, "
+                "completions and election, and transaction blocks need at least one more"
+            )
         if not isinstance(self.poll_only, bool):
             raise ConfigError(f"poll_only must be a bool, not {type(self.poll_only).__name__}")
         schema = self.schema

@@ -305,7 +305,7 @@ class Driver(_Executor):
             f"no connection to {self.where} was free for {waited:g} s: {what} are in use, "
             f"{self._held_by_blocks} of them held open by transaction blocks "
             "(client.transaction(), driver.connection()). Hold transactions for shorter "
-            "times or open fewer at once, or size the pool for them (max_size)"
+            "times or open fewer at once, or size the pool for them (Config.pool_size)"
         )
 
     async def _acquire(self) -> Any:

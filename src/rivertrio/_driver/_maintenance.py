@@ -298,15 +298,14 @@ class LockConnection:
             self.conn.terminate()
 
 
-# Sent as startup parameters: a peer that vanishes without closing its socket
-# (host crash, network cut) is noticed within about 20 s instead of the kernel's
-# two-hour default, so its lock, and with it its jobs, are released sooner.
-_LOCK_SESSION_SETTINGS = {
-    "application_name": "rivertrio-liveness",
-    "tcp_keepalives_idle": "5",
-    "tcp_keepalives_interval": "5",
-    "tcp_keepalives_count": "3",
-}
+# A peer that vanishes without closing its socket (host crash, network cut) is
+# noticed within about 20 s instead of the kernel's two-hour default, so its
+# lock, and with it its jobs, are released sooner. Set after connecting rather
+# than sent as startup parameters, which PgBouncer refuses ("unsupported startup
+# parameter") even in session mode.
+_LOCK_SESSION_SETUP = (
+    "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3"
+)
 
 
 async def open_lock_connection(driver: Driver, key: int) -> LockConnection | None:
@@ -320,11 +319,15 @@ async def open_lock_connection(driver: Driver, key: int) -> LockConnection | Non
         DatabaseConnectionError: The server cannot be reached.
     """
     kwargs = dict(driver._connect_kwargs)
-    kwargs["server_settings"] = {**kwargs.get("server_settings", {}), **_LOCK_SESSION_SETTINGS}
+    kwargs["server_settings"] = {
+        **kwargs.get("server_settings", {}),
+        "application_name": "rivertrio-liveness",
+    }
 
     async def connect() -> asyncpg.Connection | None:
         conn: asyncpg.Connection = await asyncpg.connect(driver.url, **kwargs)
         try:
+            await conn.execute(_LOCK_SESSION_SETUP)
             if await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
                 return conn
         except BaseException:
