@@ -147,6 +147,8 @@ class Link:
     held_ready: int = 0  # of them, held back by `hold_replies`
     hold_after_handshake: bool = False
     hold_on_tag: bytes | None = None  # hold the answer whose CommandComplete has this tag
+    hold_after: bytes | None = None  # ...once an answer tagged so has passed on this link
+    _after_seen: bool = False
     _startup: bytearray = field(default_factory=bytearray)
     _down_header: bytearray = field(default_factory=bytearray)
     _down_body: bytearray = field(default_factory=bytearray)
@@ -176,6 +178,17 @@ class Link:
             self.application = params.get(b"application_name", b"").decode()
             self.kind = _KIND_BY_APPLICATION.get(self.application, "other")
             return True
+        return False
+
+    def holds_now(self, messages: list[tuple[int, bytes]]) -> bool:
+        """Whether `messages` (from `frame`) end the answer `hold_on_tag` picks."""
+        for kind, tag in messages:
+            if kind != 67:
+                continue
+            if self.hold_after is not None and not self._after_seen:
+                self._after_seen = tag == self.hold_after
+            elif tag == self.hold_on_tag:
+                return True
         return False
 
     def frame(self, data: bytes) -> list[tuple[int, bytes]]:
@@ -236,7 +249,7 @@ class FaultProxy:
         self.links: list[Link] = []
         self.opened: dict[Kind, int] = dict.fromkeys(KINDS, 0)
         self.hold_new_replies: set[Kind] = set()
-        self.hold_tags: dict[Kind, bytes] = {}
+        self.hold_tags: dict[Kind, tuple[bytes, bytes | None]] = {}
         self._numbers = 0
         self._changed = trio.Event()
 
@@ -263,15 +276,17 @@ class FaultProxy:
             link.down.close()
         return len(targets)
 
-    def hold_reply_to(self, kind: Kind, tag: bytes) -> None:
+    def hold_reply_to(self, kind: Kind, tag: bytes, *, after: bytes | None = None) -> None:
         """On links of `kind`, hold the answer of the first statement whose tag is `tag`.
 
         (``b"UPDATE 3"``: an UPDATE that changed three rows.) The statement ran
-        and committed; its client never hears so.
+        (and committed, if it was a COMMIT or outside a transaction); its client
+        never hears so. With `after`, only an answer that follows one tagged
+        `after` on the same link counts (``b"COMMIT"`` after ``b"UPDATE 3"``).
         """
-        self.hold_tags[kind] = tag
+        self.hold_tags[kind] = (tag, after)
         for link in self.live(kind):
-            link.hold_on_tag = tag
+            link.hold_on_tag, link.hold_after = tag, after
 
     def hold_replies(self, *kinds: Kind) -> int:
         """Hold the server's answers on these links, and on new ones after their handshake."""
@@ -350,7 +365,7 @@ class FaultProxy:
                     assert link.kind is not None
                     self.opened[link.kind] += 1
                     link.hold_after_handshake = link.kind in self.hold_new_replies
-                    link.hold_on_tag = self.hold_tags.get(link.kind)
+                    link.hold_on_tag, link.hold_after = self.hold_tags.get(link.kind, (None, None))
                     self._signal()
                 # A closed valve holds what it read and reads no more: a black hole.
                 await link.up.wait_open()
@@ -368,7 +383,7 @@ class FaultProxy:
                 if link.ready and link.hold_after_handshake:
                     link.down.close()  # the handshake went through; what follows is held
                     link.hold_after_handshake = False
-                if link.hold_on_tag is not None and (67, link.hold_on_tag) in messages:
+                if link.hold_on_tag is not None and link.holds_now(messages):
                     # That statement's answer, and everything after it, is held.
                     link.down.close()
                     self.hold_tags.clear()

@@ -135,16 +135,8 @@ async def test_a_restart_loses_no_job_and_delivers_each_event_once(
             failed_attempts = client._completer.counters.failed_attempts
             dropped = client._completer.counters.rows_dropped
 
-            states = await job_states(driver)
-            # A fetch whose reply the shutdown cut off after it committed leaves its
-            # jobs running under this client, unworked (see the strict xfail in
-            # test_fault_proxy): only the rescuer frees them, an hour later while
-            # the client lives, seconds after it is gone.
-            stranded = {i for i, state in states.items() if state != "completed"}
-            assert {states[i] for i in stranded} <= {"running"}
-            assert not any(work.runs[i] for i in stranded), "a job ran, then was stranded"
-            if stranded:
-                await rescue_by_a_new_client(pg.url, cfg, stranded, recorder)
+            # A fetch whose commit the outage left unanswered is confirmed once
+            # the server is back: nothing stays running under this client.
             final = await job_states(driver)
 
     completed = recorder.ids()
@@ -159,7 +151,6 @@ async def test_a_restart_loses_no_job_and_delivers_each_event_once(
         failed_completions=failed_attempts,
         failed_inserts=load.failures,
         listen_reconnects=reconnects,
-        lost_fetch_replies=len(stranded),
     )
     tally.print()
 
@@ -231,9 +222,10 @@ async def test_an_outage_longer_than_the_retries_leaves_the_jobs_to_the_rescuer(
             lost = given_up()
             states = await job_states(driver)
             stranded = {i for i, state in states.items() if state != "completed"}
-            # Left running, as the log lines said, and no event for them.
+            # Left running, as the log lines said (those and no other), and no
+            # event for them.
             assert {states[i] for i in stranded} == {"running"}
-            assert lost <= stranded
+            assert lost == stranded
             assert not lost & set(recorder.ids())
             await rescue_by_a_new_client(pg.url, cfg, stranded, recorder)
             recovered_at = trio.current_time()
@@ -248,7 +240,6 @@ async def test_an_outage_longer_than_the_retries_leaves_the_jobs_to_the_rescuer(
     tally.extra.update(
         outage=f"{up_at - down_at:.2f}s",
         left_to_rescuer=len(lost),
-        lost_fetch_replies=len(stranded - lost),
     )
     tally.print()
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._driver._admin import queue_refresh
-from ._driver._jobs import fetch_jobs
+from ._driver._jobs import FetchAttempt, confirm_fetch, fetch_jobs
 from ._events import EventKind, Outcome, OutcomeKind, QueueEvent
 from ._exceptions import DatabaseError
 from ._executor import RunningJob, execute
@@ -18,6 +18,8 @@ from ._job import JobRow
 from .service import Service
 
 if TYPE_CHECKING:
+    from asyncpg import Record
+
     from ._client import Client
     from ._config import QueueConfig
 
@@ -27,10 +29,13 @@ log = logging.getLogger("rivertrio.producer")
 
 # A fetch already sent is shielded (its rows are `running` in the database and
 # must be worked or handed back), but bounded, so a dead server cannot hang stop.
-_FETCH_SHIELD_TIMEOUT = 30.0
+# A local round trip takes a millisecond; ten seconds is an unhealthy server.
+_FETCH_SHIELD_TIMEOUT = 10.0
 # How long an outcome may wait for room in the completer's backlog during
 # shutdown before it is left to the rescuer.
 _SEND_SHIELD_TIMEOUT = 60.0
+
+_REFRESH_TIMEOUT = 10.0
 
 #: Seconds between refreshes of a producer's queue row (see `Producer`); read when
 #: a producer is built.
@@ -236,7 +241,13 @@ class Producer(Service):
         seq = self._control_seq
         driver = self._client.driver
         running = list(self._running)
-        rec = await driver.run(queue_refresh, driver.configured_schema, self.queue, running)
+        rec = None
+        # Bounded: a connection that stopped answering must not stop the refreshes
+        # (and with them pause, resume and cancellation without notifications).
+        with trio.move_on_after(_REFRESH_TIMEOUT):
+            rec = await driver.run(queue_refresh, driver.configured_schema, self.queue, running)
+        if rec is None:
+            raise DatabaseError(f"no answer within {_REFRESH_TIMEOUT:g} s")
         if seq == self._control_seq:
             if initial:
                 self._paused = bool(rec["paused"])  # no event for the state at start
@@ -328,19 +339,77 @@ class Producer(Service):
         driver = self._client.driver
         self.fetches += 1
         self._fetching = True
+        attempt = FetchAttempt()
         try:
+            problem: DatabaseError | None = None
             with trio.move_on_after(_FETCH_SHIELD_TIMEOUT, shield=True) as scope:
-                records = await driver.run(
-                    fetch_jobs, driver.configured_schema, self.queue, limit, self._client.id
-                )
+                try:
+                    records = await driver.run(
+                        fetch_jobs,
+                        driver.configured_schema,
+                        self.queue,
+                        limit,
+                        self._client.id,
+                        attempt,
+                    )
+                except DatabaseError as exc:
+                    problem = exc
+            if scope.cancelled_caught:
+                problem = DatabaseError(f"fetching queue {self.queue} timed out")
+            if problem is not None:
+                if not attempt.rows:
+                    raise problem  # nothing was taken
+                records = await self._confirm(attempt.rows, problem)
         finally:
             self._fetching = False
-        if scope.cancelled_caught:
-            raise DatabaseError(f"fetching queue {self.queue} timed out")
         rows = [JobRow.from_record(r) for r in records]
         rows.sort(key=lambda r: (r.priority, r.scheduled_at, r.id))
         self.jobs_started += len(rows)
         return rows
+
+    async def _confirm(self, taken: list[Record], problem: DatabaseError) -> list[Record]:
+        """A fetch's COMMIT went unanswered: return those of its rows that are ours.
+
+        Unworked, they would stay `running` under this live client until
+        ``rescue_stuck_jobs_after``. Asked until the database answers; given up
+        (and said, with the ids) only when the producer stops meanwhile.
+        """
+        driver = self._client.driver
+        ids = [r["id"] for r in taken]
+        log.warning(
+            "fetching queue %s: the commit of %d jobs got no answer (%s); checking which are ours",
+            self.queue,
+            len(ids),
+            problem,
+        )
+        failures = 0
+        while True:
+            with trio.move_on_after(_FETCH_SHIELD_TIMEOUT, shield=True):
+                try:
+                    mine = await driver.run(
+                        confirm_fetch, driver.configured_schema, taken, self._client.id
+                    )
+                except DatabaseError:
+                    pass
+                else:
+                    log.info(
+                        "fetching queue %s: %d of the %d jobs are ours",
+                        self.queue,
+                        len(mine),
+                        len(ids),
+                    )
+                    return mine
+            failures += 1
+            if self._stop_requested:
+                log.error(
+                    "fetching queue %s: stopping before the database could say whether "
+                    "jobs %s are ours; any that are stay running for the rescuer",
+                    self.queue,
+                    ids,
+                )
+                return []
+            with trio.move_on_after(min(self.fetch_poll_interval, 0.1 * 2**failures)):
+                await self._stop_event.wait()
 
     async def _job_task(
         self, handle: RunningJob, outcomes: trio.MemorySendChannel[Outcome | QueueEvent]

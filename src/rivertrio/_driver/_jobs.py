@@ -7,6 +7,7 @@ crossing. ``/*schema*/`` in the SQL is replaced by ``qualify``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -200,11 +201,81 @@ async def insert_jobs(
     return records
 
 
+# The fetch is a transaction of its own, so that its jobs become ours at a
+# COMMIT whose reply we wait for with the rows already in hand: if that reply is
+# lost, `confirm_fetch` can tell whether they are ours (an autocommitted UPDATE
+# whose reply is lost leaves no trace of which rows it took). A session that
+# goes silent inside the transaction (a black-holed connection) is ended by the
+# server after a while, which releases the rows instead of keeping them locked
+# for as long as TCP keeps the connection.
+FETCH_IDLE_TIMEOUT = 10.0
+_BEGIN_FETCH = (
+    f"BEGIN; SET LOCAL idle_in_transaction_session_timeout = '{int(FETCH_IDLE_TIMEOUT * 1000)}ms'"
+)
+
+# FOR SHARE waits for a fetch transaction that may still be in flight (its
+# COMMIT not yet arrived) and then reads the rows as that transaction left them.
+# Filtering in the WHERE clause would test the rows as they were before it, and
+# not wait at all.
+_CONFIRM = f"SELECT {JOB_COLUMNS} FROM /*schema*/river_job WHERE id = ANY($1::bigint[]) FOR SHARE"
+
+
+@dataclass(slots=True)
+class FetchAttempt:
+    """What a fetch got before it failed: see `fetch_jobs` and `confirm_fetch`."""
+
+    rows: list[asyncpg.Record] | None = None
+    """The rows the fetch's UPDATE returned; None until it returns."""
+    committed: bool = False
+    """Whether the server acknowledged the COMMIT."""
+
+
 async def fetch_jobs(
-    conn: asyncpg.Connection, schema: str | None, queue: str, limit: int, client_id: str
+    conn: asyncpg.Connection,
+    schema: str | None,
+    queue: str,
+    limit: int,
+    client_id: str,
+    attempt: FetchAttempt | None = None,
 ) -> list[asyncpg.Record]:
-    """Lock up to `limit` due jobs of `queue` and mark them running, in one statement."""
-    return await conn.fetch(qualify(FETCH, schema), queue, limit, client_id)
+    """Lock up to `limit` due jobs of `queue` and mark them running by `client_id`.
+
+    `attempt` records how far it got, for the caller to sort out a failure: a
+    failure before the rows arrive took nothing (the server rolls back a
+    transaction it never saw committed); one after, while committing, leaves
+    the rows' fate in doubt until `confirm_fetch` settles it.
+    """
+    if attempt is None:
+        attempt = FetchAttempt()
+    await conn.execute(_BEGIN_FETCH)
+    try:
+        attempt.rows = await conn.fetch(qualify(FETCH, schema), queue, limit, client_id)
+    except BaseException:
+        if not conn.is_closed() and conn.is_in_transaction():
+            # A statement error: end the transaction here rather than at release.
+            with contextlib.suppress(Exception):
+                await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
+    attempt.committed = True
+    return attempt.rows
+
+
+async def confirm_fetch(
+    conn: asyncpg.Connection, schema: str | None, rows: list[asyncpg.Record], client_id: str
+) -> list[asyncpg.Record]:
+    """Of a fetch's `rows`, those its (unacknowledged) commit made ours: still running
+    in the attempt that fetch started, by `client_id`."""
+    attempted_at = rows[0]["attempted_at"]
+    current = await conn.fetch(qualify(_CONFIRM, schema), [r["id"] for r in rows])
+    return [
+        r
+        for r in current
+        if r["state"] == "running"
+        and r["attempted_at"] == attempted_at
+        and r["attempted_by"]
+        and r["attempted_by"][-1] == client_id
+    ]
 
 
 async def complete_jobs(
