@@ -261,9 +261,10 @@ class Config:
     poll_only: bool = False
     schema: str | None = None
     id: str = ""
-    # None: 6 + one per queue. Of them, 2 + one per queue are kept from
-    # transaction blocks for the client's own fetches, completions and election.
     pool_size: int | None = None
+    """Connections in the client's pool; None = 6 + one per queue. Of them, 2 + one
+    per queue are kept from transaction blocks for the client's own fetches,
+    completions and election."""
 
     def __post_init__(self) -> None:
         self._resolve_id()
