@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import pytest
@@ -11,7 +14,14 @@ import trio
 
 from _maintenance_support import HookedDriver
 from rivertrio._driver import Driver, Listener
-from rivertrio._driver._maintenance import elect, reelect
+from rivertrio._driver._maintenance import (
+    CLIENT_ID_MARKER,
+    LockConnection,
+    elect,
+    liveness_key,
+    open_lock_connection,
+    reelect,
+)
 from rivertrio._elector import Elector, request_resign
 from rivertrio._exceptions import ConfigError, DatabaseError
 from rivertrio._notifier import Notifier
@@ -23,8 +33,39 @@ def new_id(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
+def marked_id(name: str) -> str:
+    """An id that promises a liveness lock (a rivertrio client's)."""
+    return f"{new_id(name)}{CLIENT_ID_MARKER}"
+
+
 async def leader_row(driver: Driver) -> Any:
     return await driver.fetchrow("SELECT * FROM /*schema*/river_leader")
+
+
+async def put_leader(driver: Driver, leader_id: str, expires_in: float) -> Any:
+    """Write a term for `leader_id` (as another process would have) and return its row."""
+    return await driver.fetchrow(
+        "INSERT INTO /*schema*/river_leader (leader_id, elected_at, expires_at)"
+        " VALUES ($1, now(), now() + make_interval(secs => $2)) RETURNING *",
+        leader_id,
+        expires_in,
+    )
+
+
+async def take_lock(driver: Driver, client_id: str) -> LockConnection:
+    """Take `client_id`'s liveness lock, as its client's Liveness does."""
+    lock = await open_lock_connection(driver, liveness_key(driver.schema, client_id))
+    assert lock is not None
+    return lock
+
+
+@asynccontextmanager
+async def liveness_held(driver: Driver, client_id: str) -> AsyncIterator[LockConnection]:
+    lock = await take_lock(driver, client_id)
+    try:
+        yield lock
+    finally:
+        await lock.aclose()
 
 
 async def open_leadership_listener(driver: Driver) -> Listener:
@@ -227,9 +268,134 @@ async def test_stop_during_an_election_attempt_removes_a_committed_row(driver: D
     assert await leader_row(driver) is None
 
 
+# -- a dead leader holding a liveness lock is replaced at the next attempt --
+
+
+async def test_dead_marked_leader_is_replaced_at_the_next_attempt(
+    driver: Driver, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead_id = marked_id("dead")
+    # Its term would last an hour; its lock is free: the process is gone.
+    dead = await put_leader(driver, dead_id, 3600)
+    candidate = Elector(driver, marked_id("next"), elect_interval=0.1, ttl=1.0, liveness_lock=True)
+    caplog.set_level(logging.INFO, logger="rivertrio.elector")
+    async with liveness_held(driver, candidate.client_id):
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(candidate.run)
+                term = await candidate.next_term()
+                assert candidate.attempts.value == 1  # the first attempt won
+                row = await leader_row(driver)
+                assert row["leader_id"] == candidate.client_id
+                assert row["elected_at"] == term.elected_at > dead["elected_at"]
+                candidate.stop()
+    removed = [r for r in caplog.records if "removed the term" in r.getMessage()]
+    assert len(removed) == 1 and removed[0].levelno == logging.INFO
+    assert dead_id in removed[0].getMessage()
+
+
+async def test_marked_leader_holding_its_lock_is_not_replaced(driver: Driver) -> None:
+    alive_id = marked_id("alive")
+    alive = await put_leader(driver, alive_id, 3600)
+    candidate = Elector(driver, marked_id("next"), elect_interval=0.1, ttl=1.0, liveness_lock=True)
+    async with liveness_held(driver, candidate.client_id):
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                lock = await take_lock(driver, alive_id)
+                try:
+                    await nursery.start(candidate.run)
+                    await candidate.attempts.wait_for(5)
+                    assert not candidate.is_leader
+                    assert (await leader_row(driver))["elected_at"] == alive["elected_at"]
+                finally:
+                    # Now the process dies: it is replaced at the next attempt.
+                    await lock.aclose()
+                attempts = candidate.attempts.value
+                await candidate.next_term()
+                assert candidate.attempts.value <= attempts + 2
+                assert (await leader_row(driver))["leader_id"] == candidate.client_id
+                candidate.stop()
+
+
+async def test_unmarked_leader_is_replaced_only_when_its_term_expires(driver: Driver) -> None:
+    # A River Go client's id, say: it holds no liveness lock, so none can say it died.
+    other = await put_leader(driver, new_id("go-client"), 5)
+    candidate = Elector(driver, marked_id("next"), elect_interval=0.1, ttl=1.0, liveness_lock=True)
+    async with liveness_held(driver, candidate.client_id):
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(candidate.run)
+                await candidate.attempts.wait_for(3)
+                assert not candidate.is_leader
+                assert (await leader_row(driver))["leader_id"] == other["leader_id"]
+                term = await candidate.next_term()
+                assert term.elected_at >= other["expires_at"]
+                candidate.stop()
+
+
+async def test_candidate_without_its_lock_neither_stands_nor_removes_a_leader(
+    driver: Driver,
+) -> None:
+    """It would win a term its peers remove at once (a client starting, or reconnecting)."""
+    candidate = Elector(
+        driver, marked_id("lockless"), elect_interval=0.1, ttl=1.0, liveness_lock=True
+    )
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(candidate.run)
+            await candidate.attempts.wait_for(3)
+            assert await leader_row(driver) is None
+            dead = await put_leader(driver, marked_id("dead"), 3600)
+            await candidate.attempts.wait_for(candidate.attempts.value + 3)
+            assert not candidate.is_leader
+            assert (await leader_row(driver))["elected_at"] == dead["elected_at"]
+            async with liveness_held(driver, candidate.client_id):
+                await candidate.next_term()
+                assert (await leader_row(driver))["leader_id"] == candidate.client_id
+                candidate.stop()
+
+
+async def test_leader_that_loses_its_lock_is_replaced_once_without_flapping(
+    driver: Driver,
+) -> None:
+    # A TTL of a minute: only the lock can move leadership within this test.
+    first = Elector(driver, marked_id("first"), elect_interval=0.1, ttl=60.0, liveness_lock=True)
+    second = Elector(driver, marked_id("second"), elect_interval=0.1, ttl=60.0, liveness_lock=True)
+    async with liveness_held(driver, second.client_id):
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                first_lock = await take_lock(driver, first.client_id)
+                await nursery.start(first.run)
+                first_term = await first.next_term()
+                await nursery.start(second.run)
+                await second.attempts.wait_for(3)
+                assert not second.is_leader
+                # The first's lock connection dies while it lives and leads.
+                await first_lock.aclose()
+                second_term = await second.next_term()
+                # Its next re-election finds the term replaced: it steps down.
+                await first_term.lost.wait()
+                assert not first.is_leader
+                # Lockless, it does not stand; with its lock back it finds a live
+                # leader: the second keeps its term.
+                await first.attempts.wait_for(first.attempts.value + 3)
+                async with liveness_held(driver, first.client_id):
+                    await first.attempts.wait_for(first.attempts.value + 3)
+                    await second.reelections.wait_for(second.reelections.value + 2)
+                    assert not first.is_leader and first.term is None
+                    assert second.term is second_term and not second_term.lost.is_set()
+                    row = await leader_row(driver)
+                    assert row["leader_id"] == second.client_id
+                    assert row["elected_at"] == second_term.elected_at
+                    first.stop()
+                    second.stop()
+
+
 def test_elector_rejects_a_ttl_not_above_the_interval() -> None:
     no_database = cast(Driver, None)  # validation happens before any I/O
     with pytest.raises(ConfigError, match="ttl"):
         Elector(no_database, "x", elect_interval=5, ttl=5)
     with pytest.raises(ConfigError, match="elect_interval"):
         Elector(no_database, "x", elect_interval=0)
+    with pytest.raises(ConfigError, match="does not end with"):
+        Elector(no_database, "go-client", liveness_lock=True)

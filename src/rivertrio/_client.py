@@ -120,7 +120,7 @@ class Client:
             self._liveness = Liveness(driver, config.id)
             self._liveness.on_lost(self._on_liveness_lost)
             self._liveness.on_regained(self._on_liveness_regained)
-        self._elector = Elector(driver, config.id)
+        self._elector = Elector(driver, config.id, liveness_lock=self._liveness is not None)
         self.periodic_jobs = PeriodicJobs(config.periodic_jobs)
         """The periodic jobs the leader enqueues; ``add(job)`` / ``remove(id)`` at runtime."""
         self._maintainer = Maintainer.for_config(

@@ -8,6 +8,16 @@ so within its `ttl` steps down on its own; a stopping leader deletes its term
 and notifies ``resigned`` so that waiting candidates try at once. Every
 timestamp comes from the database clock.
 
+A leader that dies cannot resign: its term lasts until it expires, unless the
+candidates can tell it is gone. Clients whose id ends with ``CLIENT_ID_MARKER``
+hold a liveness lock while they run (``rivertrio._liveness``); an elector that
+holds one too (`Elector`'s ``liveness_lock``) removes such a leader's term at
+its next attempt once that lock is free, and stands only while its own lock
+is held, so it never wins a term its peers would remove at once. A live leader
+whose lock connection dies is removed the same way: its next re-election finds
+its term replaced and it steps down. Leaders with other ids (River's Go
+clients, ``poll_only`` clients) keep the TTL rule.
+
 Leadership reaches the rest of the client as `Term` objects: each election won
 is a new term with a ``lost`` event, set once the term is over. Waiting for
 the next term never blocks the elector, and terms arrive in order: a term is
@@ -25,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._driver._maintenance import elect, reelect, resign
+from ._driver._maintenance import CLIENT_ID_MARKER, elect, reelect, resign
 from ._exceptions import ConfigError, DatabaseError
 from ._maintenance._base import Counter, cancel_on, check_interval
 from .service import Service
@@ -86,9 +96,15 @@ class Elector(Service):
             leader's re-elections (River: 5).
         ttl: How long a term lasts without re-election (River: 15); must exceed
             `elect_interval`.
+        liveness_lock: The client holds its liveness lock while it runs (its id
+            ends with ``CLIENT_ID_MARKER``). Then a dead leader with a marked id
+            is replaced at the next attempt rather than when its term expires,
+            and the elector stands only while its own lock is held (it cannot
+            win before the client has taken the lock).
 
     Raises:
-        ConfigError: An interval is not a positive number, or ``ttl <= elect_interval``.
+        ConfigError: An interval is not a positive number, ``ttl <= elect_interval``,
+            or ``liveness_lock`` with an id that does not end with the marker.
     """
 
     def __init__(
@@ -98,6 +114,7 @@ class Elector(Service):
         *,
         elect_interval: float = 5.0,
         ttl: float = 15.0,
+        liveness_lock: bool = False,
     ) -> None:
         super().__init__()
         self._driver = driver
@@ -109,6 +126,13 @@ class Elector(Service):
                 f"ttl ({ttl}) must be greater than elect_interval ({elect_interval}): "
                 "a leader must be able to re-elect before its term expires"
             )
+        if liveness_lock and not client_id.endswith(CLIENT_ID_MARKER):
+            raise ConfigError(
+                f"client id {client_id!r} does not end with {CLIENT_ID_MARKER!r}: "
+                "its peers cannot tell from its liveness lock whether it is alive"
+            )
+        # The resolved schema names the lock keys (as in Liveness); None: no lock.
+        self._liveness_schema = driver.schema if liveness_lock else None
         self._term: Term | None = None
         self._terms = 0
         self._term_changed = trio.Event()
@@ -197,11 +221,24 @@ class Elector(Service):
             problem: str | None = None
             with trio.move_on_after(_ELECT_TIMEOUT) as scope:
                 try:
-                    elected_at = await self._driver.run(
-                        elect, self._driver.configured_schema, self.client_id, self.ttl
+                    election = await self._driver.run(
+                        elect,
+                        self._driver.configured_schema,
+                        self.client_id,
+                        self.ttl,
+                        self._liveness_schema,
                     )
                 except DatabaseError as exc:
                     problem = f"leader election attempt failed: {exc}"
+                else:
+                    elected_at = election.elected_at
+                    if election.deposed is not None:
+                        log.info(
+                            "client %r removed the term of leader %r: its liveness lock "
+                            "is free (its process or its connection is gone)",
+                            self.client_id,
+                            election.deposed,
+                        )
             if scope.cancelled_caught:
                 # Its term, if it committed, expires within a TTL; a stop resigns it.
                 self._stray_term = True

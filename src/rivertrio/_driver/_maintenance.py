@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import asyncpg
 import trio
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLIENT_ID_MARKER",
+    "Election",
     "LockConnection",
     "ScheduleResult",
     "client_liveness",
@@ -44,13 +45,40 @@ __all__ = [
 
 log = logging.getLogger("rivertrio.driver")
 
+# --- advisory keys held now (leadership and the rescuer) ----------------------
+
+# A bigint advisory key shows in pg_locks as classid = high 32 bits, objid = low
+# 32 bits, objsubid = 1 (the (int4, int4) form has objsubid = 2). The shift
+# rebuilds the signed key without an overflow check, as Postgres stores it.
+_LIVE_KEYS = """
+SELECT (l.classid::bigint << 32) | l.objid::bigint
+FROM pg_locks AS l
+WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+
 # --- leadership ---------------------------------------------------------------
 
-_DELETE_EXPIRED = "DELETE FROM /*schema*/river_leader WHERE expires_at < now()"
+_LEADER = "SELECT leader_id, elected_at FROM /*schema*/river_leader"
 
-_ELECT = """
+# An expired term goes; so does the term ($1, $2) if its leader's liveness
+# lock $3 is free (the client is gone) and the candidate's own lock $4 is held
+# (a candidate that could not win leaves the leader be). Only that exact term:
+# one won meanwhile is untouched. `expired` tells the two apart for the log.
+_DELETE_EXPIRED_OR_DEAD = f"""
+DELETE FROM /*schema*/river_leader
+WHERE expires_at < now()
+    OR (leader_id = $1 AND elected_at = $2
+        AND $3::bigint NOT IN ({_LIVE_KEYS}) AND $4::bigint IN ({_LIVE_KEYS}))
+RETURNING leader_id, expires_at < now() AS expired
+"""
+
+# With a lock key $3 the candidate stands only while that lock is held: its
+# peers would remove a term whose lock is free at their next attempt.
+_ELECT = f"""
 INSERT INTO /*schema*/river_leader (leader_id, elected_at, expires_at)
-VALUES ($1, now(), now() + make_interval(secs => $2))
+SELECT $1::text, now(), now() + make_interval(secs => $2)
+WHERE $3::bigint IS NULL OR $3::bigint IN ({_LIVE_KEYS})
 ON CONFLICT (name) DO NOTHING
 RETURNING elected_at
 """
@@ -78,14 +106,45 @@ FROM resigned
 """
 
 
-async def elect(conn: asyncpg.Connection, schema: str | None, leader_id: str, ttl: float) -> Any:
-    """Delete an expired leader, then try to become leader.
+@dataclass(frozen=True, slots=True)
+class Election:
+    """What one election attempt did."""
 
-    Returns:
-        The new term's ``elected_at`` (a datetime), or None if someone else leads.
+    elected_at: datetime | None
+    """The new term's ``elected_at``, or None if the candidate did not win."""
+    deposed: str | None = None
+    """The id of a leader whose term was removed because its liveness lock was free."""
+
+
+async def elect(
+    conn: asyncpg.Connection,
+    schema: str | None,
+    leader_id: str,
+    ttl: float,
+    liveness_schema: str | None = None,
+) -> Election:
+    """Delete an expired leader's term, then try to become leader.
+
+    With `liveness_schema` (the resolved schema name) the candidate holds its
+    liveness lock (``rivertrio._liveness``). It then also deletes the term of a
+    leader whose id ends with `CLIENT_ID_MARKER` and whose lock is free, a dead
+    client, instead of waiting for the term to expire; and it stands only while
+    its own lock is held. Leaders with other ids (River's Go clients) keep the
+    TTL rule.
     """
-    await conn.execute(qualify(_DELETE_EXPIRED, schema))
-    return await conn.fetchval(qualify(_ELECT, schema), leader_id, ttl)
+    own_key: int | None = None
+    # The leader's term and lock key, when its lock tells whether it is alive.
+    term: tuple[str | None, datetime | None, int | None] = (None, None, None)
+    if liveness_schema is not None:
+        own_key = liveness_key(liveness_schema, leader_id)
+        row = await conn.fetchrow(qualify(_LEADER, schema))
+        if row is not None and row["leader_id"].endswith(CLIENT_ID_MARKER):
+            key = liveness_key(liveness_schema, row["leader_id"])
+            term = (row["leader_id"], row["elected_at"], key)
+    deleted = await conn.fetchrow(qualify(_DELETE_EXPIRED_OR_DEAD, schema), *term, own_key)
+    deposed = None if deleted is None or deleted["expired"] else deleted["leader_id"]
+    elected_at = await conn.fetchval(qualify(_ELECT, schema), leader_id, ttl, own_key)
+    return Election(elected_at, deposed)
 
 
 async def reelect(
@@ -207,16 +266,6 @@ async def schedule_jobs(
 CLIENT_ID_MARKER = ".rt"
 
 _KEY_PREFIX = "rivertrio-client:"
-
-# A bigint advisory key shows in pg_locks as classid = high 32 bits, objid = low
-# 32 bits, objsubid = 1 (the (int4, int4) form has objsubid = 2). The shift
-# rebuilds the signed key without an overflow check, as Postgres stores it.
-_LIVE_KEYS = """
-SELECT (l.classid::bigint << 32) | l.objid::bigint
-FROM pg_locks AS l
-WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
-    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-"""
 
 _LAST_CLIENT = "attempted_by[cardinality(attempted_by)]"
 
