@@ -913,3 +913,19 @@ async def wait_none_available(driver: Driver, recorder: Recorder) -> None:
         if count == 0:
             return
         await changed.wait()
+
+
+def print_figures(
+    tally: Tally, final: dict[int, str], recorder: Recorder, runs: dict[int, int]
+) -> None:
+    """Fill in `tally`'s common figures and print its line.
+
+    `final` is every job's end state (`job_states`), `runs` the worker's count
+    of runs per job id.
+    """
+    tally.jobs_in = len(final)
+    tally.jobs_completed = len(set(recorder.ids()))
+    tally.jobs_run_twice = sum(1 for count in runs.values() if count > 1)
+    tally.events_delivered = len(recorder.events)
+    tally.duplicate_events = recorder.duplicates()
+    tally.print()

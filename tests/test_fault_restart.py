@@ -26,6 +26,7 @@ from _faults import (
     Tally,
     TempPostgres,
     job_states,
+    print_figures,
     temp_postgres,
     wait_none_available,
     watch_logs,
@@ -50,6 +51,20 @@ async def migrated(pg: TempPostgres) -> AsyncIterator[Driver]:
         yield driver
 
 
+@asynccontextmanager
+async def recorded_client(
+    cfg: rivertrio.Config, url: str, recorder: Recorder
+) -> AsyncIterator[tuple[rivertrio.Client, trio.Nursery]]:
+    """A client on `url` whose every event `recorder` keeps; yields it and a nursery."""
+    async with (
+        trio.open_nursery() as nursery,
+        rivertrio.open_client(cfg, database_url=url) as client,
+        client.subscribe(*EventKind, buffer=50, overflow="block") as events,
+    ):
+        nursery.start_soon(recorder.run, events)
+        yield client, nursery
+
+
 class Work:
     """The worker: counts runs per job; "held" jobs wait for `release`."""
 
@@ -67,9 +82,6 @@ class Work:
                 self.held_running.set()
             await self.release.wait()
 
-    def run_twice(self) -> int:
-        return sum(1 for count in self.runs.values() if count > 1)
-
 
 async def rescue_by_a_new_client(
     url: str, cfg: rivertrio.Config, stranded: set[int], recorder: Recorder
@@ -82,12 +94,7 @@ async def rescue_by_a_new_client(
     stuck rule (``rescue_stuck_jobs_after``, an hour by default) could.
     """
     fresh = dataclasses.replace(cfg, id="", retry_policy=lambda job: 0.0)
-    async with (
-        trio.open_nursery() as nursery,
-        rivertrio.open_client(fresh, database_url=url) as client,
-        client.subscribe(*EventKind, buffer=50, overflow="block") as events,
-    ):
-        nursery.start_soon(recorder.run, events)
+    async with recorded_client(fresh, url, recorder) as (client, _):
         await recorder.wait_completed(stranded)
         await client.stop()
 
@@ -95,18 +102,12 @@ async def rescue_by_a_new_client(
 async def test_a_restart_loses_no_job_and_delivers_each_event_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    tally = Tally("restart")
     work = Work()
     recorder = Recorder()
     async with temp_postgres() as pg, migrated(pg) as driver:
         cfg = config(SCHEMA, workers=task_workers(work.work), max_workers=20)
         with watch_logs() as logs, trio.fail_after(50):
-            async with (
-                trio.open_nursery() as nursery,
-                rivertrio.open_client(cfg, database_url=pg.url) as client,
-                client.subscribe(*EventKind, buffer=50, overflow="block") as events,
-            ):
-                nursery.start_soon(recorder.run, events)
+            async with recorded_client(cfg, pg.url, recorder) as (client, nursery):
                 await client.insert_many([Task(name="held") for _ in range(HELD)])
                 load = Load(client, 600)
                 nursery.start_soon(load.run)
@@ -140,19 +141,14 @@ async def test_a_restart_loses_no_job_and_delivers_each_event_once(
             final = await job_states(driver)
 
     completed = recorder.ids()
-    tally.jobs_in = len(final)
-    tally.jobs_completed = len(set(completed))
-    tally.jobs_run_twice = work.run_twice()
-    tally.events_delivered = len(recorder.events)
-    tally.duplicate_events = recorder.duplicates()
-    tally.recover_seconds = recovered_at - up_at
+    tally = Tally("restart", recover_seconds=recovered_at - up_at)
     tally.extra.update(
         outage=f"{up_at - down_at:.2f}s",
         failed_completions=failed_attempts,
         failed_inserts=load.failures,
         listen_reconnects=reconnects,
     )
-    tally.print()
+    print_figures(tally, final, recorder, work.runs)
 
     assert set(final.values()) == {"completed"}
     assert set(completed) == set(final), "every job inserted completed, with its event"
@@ -180,7 +176,6 @@ async def test_a_restart_loses_no_job_and_delivers_each_event_once(
 async def test_an_outage_longer_than_the_retries_leaves_the_jobs_to_the_rescuer(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    tally = Tally("restart, outage past the completer's retries")
     work = Work()
     recorder = Recorder()
     async with temp_postgres() as pg, migrated(pg) as driver:
@@ -194,12 +189,7 @@ async def test_an_outage_longer_than_the_retries_leaves_the_jobs_to_the_rescuer(
                     for job_id in re.findall(r"\d+", record.getMessage().split("job ids")[1])
                 }
 
-            async with (
-                trio.open_nursery() as nursery,
-                rivertrio.open_client(cfg, database_url=pg.url) as client,
-                client.subscribe(*EventKind, buffer=50, overflow="block") as events,
-            ):
-                nursery.start_soon(recorder.run, events)
+            async with recorded_client(cfg, pg.url, recorder) as (client, nursery):
                 # A retry budget the outage will outlast.
                 client._completer.max_attempts = 2
                 client._completer.retry_backoff = 0.01
@@ -231,17 +221,10 @@ async def test_an_outage_longer_than_the_retries_leaves_the_jobs_to_the_rescuer(
             recovered_at = trio.current_time()
             final = await job_states(driver)
 
-    tally.jobs_in = len(final)
-    tally.jobs_completed = len(set(recorder.ids()))
-    tally.jobs_run_twice = work.run_twice()
-    tally.events_delivered = len(recorder.events)
-    tally.duplicate_events = recorder.duplicates()
+    tally = Tally("restart, outage past the completer's retries")
     tally.recover_seconds = recovered_at - up_at
-    tally.extra.update(
-        outage=f"{up_at - down_at:.2f}s",
-        left_to_rescuer=len(lost),
-    )
-    tally.print()
+    tally.extra.update(outage=f"{up_at - down_at:.2f}s", left_to_rescuer=len(lost))
+    print_figures(tally, final, recorder, work.runs)
 
     assert set(final.values()) == {"completed"}
     assert set(recorder.ids()) == set(final)
@@ -260,18 +243,12 @@ async def test_an_outage_longer_than_the_retries_leaves_the_jobs_to_the_rescuer(
 async def test_a_client_stopped_during_an_outage_stops_in_bounded_time(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    tally = Tally("stop during an outage")
     work = Work()
     recorder = Recorder()
     async with temp_postgres() as pg, migrated(pg) as driver:
         cfg = config(SCHEMA, workers=task_workers(work.work), max_workers=20)
         with watch_logs() as logs, trio.fail_after(55):
-            async with (
-                trio.open_nursery() as nursery,
-                rivertrio.open_client(cfg, database_url=pg.url) as client,
-                client.subscribe(*EventKind, buffer=50, overflow="block") as events,
-            ):
-                nursery.start_soon(recorder.run, events)
+            async with recorded_client(cfg, pg.url, recorder) as (client, _):
                 await client.insert_many([Task(name="held") for _ in range(HELD)])
                 await work.held_running.wait()
                 await pg.stop("fast")
@@ -294,14 +271,9 @@ async def test_a_client_stopped_during_an_outage_stops_in_bounded_time(
             await rescue_by_a_new_client(pg.url, cfg, work.held, recorder)
             final = await job_states(driver)
 
-    tally.jobs_in = len(final)
-    tally.jobs_completed = len(set(recorder.ids()))
-    tally.jobs_run_twice = work.run_twice()
-    tally.events_delivered = len(recorder.events)
-    tally.duplicate_events = recorder.duplicates()
-    tally.recover_seconds = trio.current_time() - up_at
+    tally = Tally("stop during an outage", recover_seconds=trio.current_time() - up_at)
     tally.extra.update(stop_took=f"{stop_took:.1f}s", outage=f"{up_at - down_at:.1f}s")
-    tally.print()
+    print_figures(tally, final, recorder, work.runs)
     assert final_flush <= stop_took < final_flush + 10
     assert set(final.values()) == {"completed"}
     assert tally.jobs_run_twice == HELD  # their first run's outcome was lost with the server

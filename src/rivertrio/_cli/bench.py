@@ -497,19 +497,21 @@ async def run_bench(
         results.append(result)
         emit(result)
 
+    async def fill_queue(driver: Driver, description: str) -> BenchResult:
+        """Empty the queue, insert `num_jobs` no-op jobs and refresh the statistics."""
+        await _clear_queue(driver, queue)
+        with _phase(progress, description, num_jobs) as advance:
+            inserted = await _insert_jobs(url, schema, queue, num_jobs, advance)
+        await _analyze(driver)
+        return inserted
+
     async with open_driver(url, schema=schema, max_size=1) as driver:
         if ceiling:
-            await _clear_queue(driver, queue)
-            with _phase(progress, "insert (ceiling)", num_jobs) as advance:
-                await _insert_jobs(url, schema, queue, num_jobs, advance)
-            await _analyze(driver)
+            await fill_queue(driver, "insert (ceiling)")
             with _phase(progress, "ceiling", num_jobs) as advance:
                 report(await _ceiling(driver, queue, num_jobs, workers, advance))
         if not latency:
-            await _clear_queue(driver, queue)
-            with _phase(progress, "insert", num_jobs) as advance:
-                report(await _insert_jobs(url, schema, queue, num_jobs, advance))
-            await _analyze(driver)
+            report(await fill_queue(driver, "insert"))
             with _phase(progress, "burn-down", num_jobs) as advance:
                 result = await _burndown(url, schema, queue, num_jobs, workers, processes, advance)
             ceilings = [r for r in results if r.mode == "ceiling"]
@@ -615,21 +617,7 @@ def _latency_table(result: BenchResult) -> Table:
 )
 @click.option("--reset", is_flag=True, help="Empty the benchmark schema (every queue) first.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per result.")
-def bench(
-    database_url: str | None,
-    schema: str,
-    queue: str,
-    num_jobs: int,
-    workers: int,
-    processes: int,
-    ceiling: bool,
-    latency: bool,
-    rate: float,
-    duration: float,
-    fetch_cooldown: float,
-    reset: bool,
-    as_json: bool,
-) -> None:
+def bench(database_url: str | None, as_json: bool, **options: Any) -> None:
     """Benchmark throughput (burn-down) or latency against any Postgres.
 
     Burn-down (the default): --num-jobs no-op jobs are inserted, then worked by
@@ -643,23 +631,10 @@ def bench(
     Uses its own schema (rivertrio_bench) and queue (bench); deletes nothing
     else unless --reset.
     """
-    problem = queue_name_problem(queue)
+    # The other options are `run_bench`'s keyword arguments, by the same names.
+    problem = queue_name_problem(options["queue"])
     if problem is not None:
         raise click.BadParameter(problem, param_hint="--queue")
-
-    options = {
-        "schema": schema,
-        "queue": queue,
-        "num_jobs": num_jobs,
-        "workers": workers,
-        "processes": processes,
-        "latency": latency,
-        "rate": rate,
-        "duration": duration,
-        "fetch_cooldown": fetch_cooldown,
-        "ceiling": ceiling,
-        "reset": reset,
-    }
     if as_json:
 
         def emit(result: BenchResult) -> None:

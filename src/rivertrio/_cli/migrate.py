@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["migrate", "run_migrate", "run_migrate_list", "run_migrate_validate"]
 
 T = TypeVar("T")
+F = TypeVar("F", bound="Callable[..., Any]")
 
 
 def _run_sync(fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
@@ -103,6 +104,11 @@ _dry_run_option = click.option(
 )
 
 
+def _target_version_option(help: str) -> Callable[[F], F]:
+    """``--target-version N``; `help` says what N means in the command's direction."""
+    return click.option("--target-version", type=int, default=None, metavar="N", help=help)
+
+
 @click.group()
 def migrate() -> None:
     """Migrate the database along River's `main` line (versions 1 to 7).
@@ -114,53 +120,25 @@ def migrate() -> None:
 @migrate.command()
 @_database_url_option
 @_schema_option
-@click.option(
-    "--target-version",
-    type=int,
-    default=None,
-    metavar="N",
-    help="Apply pending versions up to and including N. Default: all.",
-)
+@_target_version_option("Apply pending versions up to and including N. Default: all.")
 @_dry_run_option
 def up(
     database_url: str | None, schema: str | None, target_version: int | None, dry_run: bool
 ) -> None:
     """Apply pending migrations, each in its own transaction."""
-    result = _call(
-        run_migrate,
-        database_url,
-        direction="up",
-        target_version=target_version,
-        schema=schema,
-        dry_run=dry_run,
-    )
-    _report(result)
+    _migrate("up", database_url, schema, target_version, dry_run)
 
 
 @migrate.command()
 @_database_url_option
 @_schema_option
-@click.option(
-    "--target-version",
-    type=int,
-    default=None,
-    metavar="N",
-    help="Roll back every version above N (0: all). Default: one version.",
-)
+@_target_version_option("Roll back every version above N (0: all). Default: one version.")
 @_dry_run_option
 def down(
     database_url: str | None, schema: str | None, target_version: int | None, dry_run: bool
 ) -> None:
     """Roll back migrations: one by default, or down to --target-version."""
-    result = _call(
-        run_migrate,
-        database_url,
-        direction="down",
-        target_version=target_version,
-        schema=schema,
-        dry_run=dry_run,
-    )
-    _report(result)
+    _migrate("down", database_url, schema, target_version, dry_run)
 
 
 @migrate.command(name="list")
@@ -195,7 +173,22 @@ def validate(database_url: str | None, schema: str | None) -> None:
     click.echo(f'schema "{result.schema}": ok, every migration is applied')
 
 
-def _report(result: MigrateResult) -> None:
+def _migrate(
+    direction: Literal["up", "down"],
+    database_url: str | None,
+    schema: str | None,
+    target_version: int | None,
+    dry_run: bool,
+) -> None:
+    """Migrate in `direction` and print each version done (with `dry_run`, the SQL)."""
+    result = _call(
+        run_migrate,
+        database_url,
+        direction=direction,
+        target_version=target_version,
+        schema=schema,
+        dry_run=dry_run,
+    )
     if result.dry_run:
         if result.versions:
             click.echo(result.sql)
