@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -408,3 +409,50 @@ async def test_a_fetch_whose_reply_is_lost_strands_no_job(
     assert set(states.values()) == {"completed"}
     # Only a commit in doubt needs confirming; the log says how it ended.
     assert bool(logs.matching("3 of the 3 jobs are ours")) == committed
+
+
+@pytest.mark.parametrize("stop", ["stop", "stop_and_cancel", "cancel_scope"])
+async def test_a_fetch_left_in_doubt_by_a_stop_names_its_jobs_for_the_rescuer(
+    database_url: str,
+    migrated_schema: str,
+    driver: Driver,
+    monkeypatch: pytest.MonkeyPatch,
+    stop: str,
+) -> None:
+    monkeypatch.setattr(rivertrio._producer, "_FETCH_SHIELD_TIMEOUT", 0.5)
+    work = Work()
+    cfg = config(migrated_schema, workers=task_workers(work.work), fetch_poll_interval=0.2)
+    with watch_logs() as logs, trio.fail_after(40):
+        async with (
+            open_fault_proxy(database_url) as proxy,
+            open_driver(
+                proxy.url(),
+                schema=cfg.schema,
+                max_size=cfg.effective_pool_size,
+                reserved=cfg.reserved_connections,
+            ) as pool,
+        ):
+            # Client.run in a nursery of ours, so that a cancelled scope around the
+            # client is one of the ways to stop it.
+            async with trio.open_nursery() as nursery:
+                client = rivertrio.Client(cfg, pool)
+                await nursery.start(client.run)
+                proxy.hold_reply_to("pool", b"COMMIT", after=b"UPDATE 3")
+                admin = rivertrio.Config(schema=migrated_schema)  # straight to the server
+                async with rivertrio.open_client(admin, database_url=database_url) as inserter:
+                    jobs = await inserter.insert_many([Task(n=i) for i in range(3)])
+                ids = {r.job.id for r in jobs}
+                await proxy.wait_held(1)
+                # The database stops answering the pool: the fetch cannot be confirmed.
+                proxy.hold_replies("pool")
+                await logs.wait_for("the commit of 3 jobs got no answer")
+                if stop == "cancel_scope":
+                    nursery.cancel_scope.cancel()
+                else:
+                    await getattr(client, stop)()
+            proxy.heal()
+        states = await job_states(driver)
+    [line] = logs.matching("stay running for the rescuer")
+    assert {int(i) for i in re.findall(r"\d+", line.getMessage().split("jobs")[1])} == ids
+    assert {states[i] for i in ids} == {"running"}, "the fetch did commit"
+    assert not work.runs

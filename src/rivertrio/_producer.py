@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -383,33 +384,33 @@ class Producer(Service):
             problem,
         )
         failures = 0
-        while True:
-            with trio.move_on_after(_FETCH_SHIELD_TIMEOUT, shield=True):
-                try:
+        mine: list[Record] | None = None
+        try:
+            while True:
+                with (
+                    trio.move_on_after(_FETCH_SHIELD_TIMEOUT, shield=True),
+                    contextlib.suppress(DatabaseError),
+                ):
                     mine = await driver.run(
                         confirm_fetch, driver.configured_schema, taken, self._client.id
                     )
-                except DatabaseError:
-                    pass
-                else:
-                    log.info(
-                        "fetching queue %s: %d of the %d jobs are ours",
-                        self.queue,
-                        len(mine),
-                        len(ids),
-                    )
-                    return mine
-            failures += 1
-            if self._stop_requested:
+                if mine is not None or self._stop_requested:
+                    break
+                failures += 1
+                with trio.move_on_after(min(self.fetch_poll_interval, 0.1 * 2**failures)):
+                    await self._stop_event.wait()
+        finally:
+            if mine is None:
                 log.error(
-                    "fetching queue %s: stopping before the database could say whether "
-                    "jobs %s are ours; any that are stay running for the rescuer",
+                    "fetching queue %s: stopping before the database could say whether jobs "
+                    "%s are ours; any that are stay running for the rescuer",
                     self.queue,
                     ids,
                 )
-                return []
-            with trio.move_on_after(min(self.fetch_poll_interval, 0.1 * 2**failures)):
-                await self._stop_event.wait()
+        if mine is None:
+            return []
+        log.info("fetching queue %s: %d of the %d jobs are ours", self.queue, len(mine), len(ids))
+        return mine
 
     async def _job_task(
         self, handle: RunningJob, outcomes: trio.MemorySendChannel[Outcome | QueueEvent]
