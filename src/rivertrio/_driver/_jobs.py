@@ -7,7 +7,6 @@ crossing. ``/*schema*/`` in the SQL is replaced by ``qualify``.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -226,8 +225,6 @@ class FetchAttempt:
 
     rows: list[asyncpg.Record] | None = None
     """The rows the fetch's UPDATE returned; None until it returns."""
-    committed: bool = False
-    """Whether the server acknowledged the COMMIT."""
 
 
 async def fetch_jobs(
@@ -248,16 +245,10 @@ async def fetch_jobs(
     if attempt is None:
         attempt = FetchAttempt()
     await conn.execute(_BEGIN_FETCH)
-    try:
-        attempt.rows = await conn.fetch(qualify(FETCH, schema), queue, limit, client_id)
-    except BaseException:
-        if not conn.is_closed() and conn.is_in_transaction():
-            # A statement error: end the transaction here rather than at release.
-            with contextlib.suppress(Exception):
-                await conn.execute("ROLLBACK")
-        raise
+    # A failure up to here is rolled back: by the pool, which resets a connection
+    # it takes back, or by the server, when the connection is gone.
+    attempt.rows = await conn.fetch(qualify(FETCH, schema), queue, limit, client_id)
     await conn.execute("COMMIT")
-    attempt.committed = True
     return attempt.rows
 
 
