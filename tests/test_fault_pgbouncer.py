@@ -18,7 +18,7 @@ import pytest
 import trio
 
 import rivertrio
-from _faults import Recorder, Tally, job_states, run_pgbouncer, watch_logs
+from _faults import Recorder, Tally, job_states, print_figures, run_pgbouncer, watch_logs
 from _support import Task, config, task_workers
 from rivertrio import EventKind
 from rivertrio._driver import DELIVERY_PROBE_TIMEOUT, Driver
@@ -99,16 +99,11 @@ async def test_a_poll_only_client_works_through_transaction_pooling(
                 final = await job_states(driver)
             bouncer_log = bouncer.log_tail(200)
 
-    tally.jobs_in = len(final)
-    tally.jobs_completed = len(set(recorder.ids()))
-    tally.jobs_run_twice = sum(1 for n in work.runs.values() if n > 1)
-    tally.events_delivered = len(recorder.events)
-    tally.duplicate_events = recorder.duplicates()
     tally.extra.update(
         cancelled=len(recorder.ids(EventKind.JOB_CANCELLED)),
         queue_events=sum(1 for e in recorder.events if e.job is None),
     )
-    tally.print()
+    print_figures(tally, final, recorder, work.runs)
 
     assert final[blocker.job.id] == "cancelled"
     assert in_tx.job.id in set(recorder.ids())

@@ -19,7 +19,7 @@ import pytest
 import trio
 
 import rivertrio
-from _faults import Recorder, Tally, job_states, watch_logs
+from _faults import Recorder, Tally, job_states, print_figures, watch_logs
 from _support import Task, config, task_workers
 from rivertrio import EventKind
 from rivertrio._driver import Driver, open_driver
@@ -118,17 +118,12 @@ async def starve(
                 await recorder.wait_completed(states)
                 await client.stop()
 
-    tally.jobs_in = len(states)
-    tally.jobs_completed = len(set(recorder.ids()))
-    tally.jobs_run_twice = sum(1 for n in holders.runs.values() if n > 1)
-    tally.events_delivered = len(recorder.events)
-    tally.duplicate_events = recorder.duplicates()
     tally.extra.update(
         pool=client.driver.pool_size,
         transactions_at_once=holders.limit,
         plain_done_while_held=plain_done_while_held,
     )
-    tally.print()
+    print_figures(tally, states, recorder, holders.runs)
     for record in logs.matching("no connection", level=30):
         print("log:", record.name, record.getMessage()[:160])
     assert plain_done_while_held, (

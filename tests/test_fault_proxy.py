@@ -30,6 +30,7 @@ from _faults import (
     Tally,
     job_states,
     open_fault_proxy,
+    print_figures,
     wait_none_available,
     watch_logs,
 )
@@ -109,15 +110,9 @@ async def finish(run: Run, driver: Driver) -> dict[int, str]:
 
 def figures(tally: Tally, run: Run, final: dict[int, str]) -> None:
     """Fill in the common figures and check the common promises."""
-    completed = run.recorder.ids()
-    tally.jobs_in = len(final)
-    tally.jobs_completed = len(set(completed))
-    tally.jobs_run_twice = run.work.run_twice()
-    tally.events_delivered = len(run.recorder.events)
-    tally.duplicate_events = run.recorder.duplicates()
-    tally.print()
+    print_figures(tally, final, run.recorder, run.work.runs)
     assert set(final.values()) == {"completed"}
-    assert set(completed) == set(final), "every job completed, with its event"
+    assert set(run.recorder.ids()) == set(final), "every job completed, with its event"
     assert tally.duplicate_events == 0
     assert tally.jobs_run_twice == 0
 
