@@ -100,7 +100,23 @@ DROP TABLE /*schema*/river_migration;
 # Version 2: jobs, the (later removed) insert trigger, and leadership.
 # --------------------------------------------------------------------------
 
-_V2_UP = """
+# Created in 2, dropped in 4 (and back on the way down).
+_INSERT_TRIGGER = """
+CREATE FUNCTION /*schema*/river_job_notify() RETURNS trigger LANGUAGE plpgsql AS $body$
+BEGIN
+    IF NEW.state = 'available' THEN
+        PERFORM pg_notify('river_insert', json_build_object('queue', NEW.queue)::text);
+    END IF;
+    RETURN NULL;
+END;
+$body$;
+
+CREATE TRIGGER river_notify AFTER INSERT ON /*schema*/river_job
+    FOR EACH ROW EXECUTE FUNCTION /*schema*/river_job_notify();
+"""
+
+_V2_UP = (
+    """
 CREATE TYPE /*schema*/river_job_state AS ENUM (
     'available',
     'cancelled',
@@ -151,19 +167,10 @@ CREATE INDEX river_job_args_index ON /*schema*/river_job USING gin (args);
 
 CREATE INDEX river_job_metadata_index ON /*schema*/river_job USING gin (metadata);
 
--- River 0.0.x announced inserts from a trigger; version 4 removes it again.
-CREATE FUNCTION /*schema*/river_job_notify() RETURNS trigger LANGUAGE plpgsql AS $body$
-BEGIN
-    IF NEW.state = 'available' THEN
-        PERFORM pg_notify('river_insert', json_build_object('queue', NEW.queue)::text);
-    END IF;
-    RETURN NULL;
-END;
-$body$;
-
-CREATE TRIGGER river_notify AFTER INSERT ON /*schema*/river_job
-    FOR EACH ROW EXECUTE FUNCTION /*schema*/river_job_notify();
-
+"""
+    # River 0.0.x announced inserts from a trigger; version 4 removes it again.
+    + _INSERT_TRIGGER
+    + """
 CREATE UNLOGGED TABLE /*schema*/river_leader (
     elected_at timestamptz NOT NULL,
     expires_at timestamptz NOT NULL,
@@ -173,6 +180,7 @@ CREATE UNLOGGED TABLE /*schema*/river_leader (
     CONSTRAINT leader_id_length CHECK (char_length(leader_id) > 0 AND char_length(leader_id) < 128)
 );
 """
+)
 
 _V2_DOWN = """
 DROP TABLE /*schema*/river_job;
@@ -243,7 +251,8 @@ ALTER TABLE /*schema*/river_leader
 # River's down leaves `pending` in the enum (Postgres cannot drop an enum value
 # safely) and leaves metadata nullable and without the default version 2 gave
 # it; we match River's result rather than version 2's, so both agree.
-_V4_DOWN = """
+_V4_DOWN = (
+    """
 ALTER TABLE /*schema*/river_job ALTER COLUMN args DROP NOT NULL;
 
 ALTER TABLE /*schema*/river_job ALTER COLUMN metadata DROP NOT NULL;
@@ -255,18 +264,9 @@ ALTER TABLE /*schema*/river_job ADD CONSTRAINT finalized_or_finalized_at_null CH
     OR finalized_at IS NULL
 );
 
-CREATE FUNCTION /*schema*/river_job_notify() RETURNS trigger LANGUAGE plpgsql AS $body$
-BEGIN
-    IF NEW.state = 'available' THEN
-        PERFORM pg_notify('river_insert', json_build_object('queue', NEW.queue)::text);
-    END IF;
-    RETURN NULL;
-END;
-$body$;
-
-CREATE TRIGGER river_notify AFTER INSERT ON /*schema*/river_job
-    FOR EACH ROW EXECUTE FUNCTION /*schema*/river_job_notify();
-
+"""
+    + _INSERT_TRIGGER
+    + """
 DROP TABLE /*schema*/river_queue;
 
 ALTER TABLE /*schema*/river_leader
@@ -274,6 +274,7 @@ ALTER TABLE /*schema*/river_leader
     DROP CONSTRAINT name_length,
     ADD CONSTRAINT name_length CHECK (char_length(name) > 0 AND char_length(name) < 128);
 """
+)
 
 # --------------------------------------------------------------------------
 # Version 5: river_migration keyed by (line, version); river_job.unique_key;
