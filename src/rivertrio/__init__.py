@@ -15,6 +15,7 @@ from ._config import QueueConfig as QueueConfig
 from ._events import Event as Event
 from ._events import EventKind as EventKind
 from ._events import JobStats as JobStats
+from ._exceptions import AlreadyRunningError as AlreadyRunningError
 from ._exceptions import ConfigError as ConfigError
 from ._exceptions import DatabaseConnectionError as DatabaseConnectionError
 from ._exceptions import DatabaseError as DatabaseError

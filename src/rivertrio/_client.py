@@ -16,6 +16,7 @@ from ._driver import Driver, Tx, _admin, open_driver
 from ._elector import LEADERSHIP_TOPIC, Elector
 from ._events import Event, EventKind
 from ._exceptions import (
+    AlreadyRunningError,
     ConfigError,
     InvalidInputError,
     JobRunningError,
@@ -30,10 +31,10 @@ from ._maintenance import Maintainer, PeriodicJobs
 from ._notifier import Notifier
 from ._params import JobDeleteManyParams, JobListCursor, JobListParams, JobListResult, Queue
 from ._producer import Producer
+from ._service import stop_all
 from ._subscriptions import SubscriptionManager
 from ._util import collapse_single_groups
 from .embedded import resolve_database_url
-from .service import AlreadyRunningError, stop_all
 
 if TYPE_CHECKING:
     from ._events import Outcome, QueueEvent

@@ -28,7 +28,7 @@ from ._driver._jobs import complete_jobs
 from ._events import Event, EventKind, JobStats, Outcome, OutcomeKind, QueueEvent
 from ._exceptions import ConfigError, DatabaseConnectionError, DatabaseError
 from ._job import JobRow, JobState
-from .service import Service
+from ._service import Service
 
 __all__ = ["Completer", "CompleterCounters", "CompletionDriver", "CompletionItem"]
 

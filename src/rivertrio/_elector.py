@@ -38,7 +38,7 @@ import trio
 from ._driver._maintenance import CLIENT_ID_MARKER, elect, reelect, resign
 from ._exceptions import ConfigError, DatabaseError
 from ._maintenance._base import Counter, cancel_on, check_interval
-from .service import Service
+from ._service import Service
 
 if TYPE_CHECKING:
     from ._driver import Driver

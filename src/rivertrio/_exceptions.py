@@ -45,3 +45,7 @@ class QueueAlreadyAddedError(RivertrioError):
 
 class QueueNotFoundError(NotFoundError):
     """No queue with that name is configured on this client."""
+
+
+class AlreadyRunningError(RivertrioError, RuntimeError):
+    """``run`` was called while a previous run of the same service is in progress."""

@@ -31,7 +31,7 @@ from ._driver._maintenance import (
 from ._exceptions import DatabaseError, RivertrioError
 from ._maintenance._base import Counter, cancel_on
 from ._maintenance._base import check_interval as _duration
-from .service import Service
+from ._service import Service
 
 if TYPE_CHECKING:
     from ._driver import Driver

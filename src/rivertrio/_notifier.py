@@ -13,7 +13,7 @@ import trio
 
 from ._driver import Driver, Listener
 from ._exceptions import DatabaseError
-from .service import Service
+from ._service import Service
 
 __all__ = ["Notifier"]
 

@@ -16,7 +16,7 @@ from ._events import EventKind, Outcome, OutcomeKind, QueueEvent
 from ._exceptions import DatabaseError
 from ._executor import RunningJob, execute
 from ._job import JobRow
-from .service import Service
+from ._service import Service
 
 if TYPE_CHECKING:
     from asyncpg import Record

@@ -28,7 +28,7 @@ import trio
 
 from ._events import Event, EventKind
 from ._exceptions import InvalidInputError
-from .service import Service
+from ._service import Service
 
 __all__ = ["Overflow", "Subscription", "SubscriptionContext", "SubscriptionManager"]
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, TypeVar
 import trio
 
 from .._insert import Inserter
-from ..service import Service, SupportsLifecycle
+from .._service import Service, SupportsLifecycle
 from ._base import Counter, cancel_on, check_batch_size, check_interval
 from ._cleaner import JobCleaner
 from ._periodic import PeriodicEnqueuer, PeriodicJobs

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import trio
 
 from .._exceptions import ConfigError, DatabaseConnectionError, DatabaseError
-from ..service import Service
+from .._service import Service
 
 if TYPE_CHECKING:
     from .._driver import Driver

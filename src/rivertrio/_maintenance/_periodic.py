@@ -28,7 +28,7 @@ from .._config import PeriodicJob
 from .._exceptions import ConfigError, DatabaseError, NotFoundError
 from .._insert import InsertOpts
 from .._job import JobArgs
-from ..service import Service
+from .._service import Service
 from ._base import Counter, cancel_on
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""Checks that a service follows the lifecycle contract of :mod:`rivertrio.service`.
+"""Checks that a service follows the lifecycle contract of :mod:`rivertrio._service`.
 
 Two tools, for rivertrio's own services and users' alike: :func:`stress_start_stop`
 (many tasks starting and stopping one service at once) and
@@ -16,7 +16,8 @@ from typing import ClassVar, Generic, TypeVar
 import trio
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from rivertrio.service import AlreadyRunningError, SupportsLifecycle, _ObservedTaskStatus
+from rivertrio._exceptions import AlreadyRunningError
+from rivertrio._service import SupportsLifecycle, _ObservedTaskStatus
 
 __all__ = ["ServiceLifecycleMachine", "stress_start_stop"]
 
@@ -39,7 +40,7 @@ async def stress_start_stop(
     ``service.stop()``, ``await service.wait_stopped()``, leave the nursery.
 
     Only one run of a service can be live, so concurrent starts conflict: a start
-    that raises :class:`~rivertrio.service.AlreadyRunningError` is a legal outcome,
+    that raises :class:`~rivertrio._service.AlreadyRunningError` is a legal outcome,
     and that task goes on to stop the other task's run. This drives stops that race
     starts, stops of a run another task started, and restarts right after a stop.
     Any other start error, and any error from a run, is a failure. So is a start
@@ -112,7 +113,7 @@ class ServiceLifecycleMachine(RuleBasedStateMachine, Generic[S]):
     """Hypothesis state machine checking the lifecycle contract of any service.
 
     Rules: start; start while running (must raise
-    :class:`~rivertrio.service.AlreadyRunningError`); stop; double stop; stop
+    :class:`~rivertrio._service.AlreadyRunningError`); stop; double stop; stop
     while stopped (before the first start, after a stop, after a failed start);
     stop as the service reports started; restart; cancel the scope around the
     run; wait for "started" before a start and while running. After every step:

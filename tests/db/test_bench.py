@@ -1,0 +1,118 @@
+"""``rivertrio bench`` in tiny configurations: the JSON results are complete and sane."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from test_cli import invoke
+
+from rivertrio._cli.bench import percentile
+from rivertrio._driver import open_driver
+
+
+async def bench(database_url: str, schema: str, *args: str) -> list[dict[str, Any]]:
+    result = await invoke(
+        "bench", "--json", "--database-url", database_url, "--schema", schema, *args
+    )
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def check_common(result: dict[str, Any], mode: str, n: int) -> None:
+    assert result["mode"] == mode
+    assert result["n"] == n
+    assert 0 < result["seconds"] < 120
+    assert result["jobs_per_s"] == pytest.approx(n / result["seconds"], rel=0.01)
+    assert 10 < result["peak_rss_mb"] < 1000
+
+
+async def test_burndown_with_ceiling(database_url: str, migrated_schema: str) -> None:
+    results = await bench(
+        database_url, migrated_schema, "--num-jobs", "300", "--workers", "20", "--ceiling"
+    )
+    assert [r["mode"] for r in results] == ["ceiling", "insert_fast", "burndown"]
+    ceiling, _insert, burndown = results
+    for result in results:
+        check_common(result, result["mode"], 300)
+    assert ceiling["batch"] == 20
+    assert burndown["workers"] == 20
+    assert burndown["processes"] == 1
+    assert burndown["ratio_to_ceiling"] == pytest.approx(
+        burndown["jobs_per_s"] / ceiling["jobs_per_s"], rel=0.01
+    )
+    async with open_driver(database_url, schema=migrated_schema) as driver:
+        recs = await driver.fetch(
+            "SELECT state::text AS state, count(*) AS n FROM /*schema*/river_job GROUP BY state"
+        )
+    # Only the last phase's jobs remain (each phase clears the bench queue first).
+    assert {r["state"]: r["n"] for r in recs} == {"completed": 300}
+
+
+async def test_burndown_with_several_processes(database_url: str, migrated_schema: str) -> None:
+    [insert, burndown] = await bench(
+        database_url, migrated_schema, "--num-jobs", "200", "--workers", "10", "--processes", "2"
+    )
+    check_common(insert, "insert_fast", 200)
+    check_common(burndown, "burndown", 200)
+    assert burndown["processes"] == 2
+    async with open_driver(database_url, schema=migrated_schema) as driver:
+        workers = await driver.fetchval(
+            "SELECT count(DISTINCT attempted_by[1]) FROM /*schema*/river_job"
+        )
+    assert 1 <= workers <= 2
+
+
+async def test_latency(database_url: str, migrated_schema: str) -> None:
+    [result] = await bench(
+        database_url, migrated_schema, "--latency", "--rate", "100", "--duration", "0.5",
+        "--fetch-cooldown", "0.01",
+    )  # fmt: skip
+    check_common(result, "latency", 50)
+    assert result["missing"] == 0
+    assert result["rate"] == 100
+    for name in ("start", "complete"):
+        p50, p95, p99 = (result[f"{name}_p{q}_ms"] for q in (50, 95, 99))
+        assert 0 < p50 <= p95 <= p99 <= result[f"{name}_max_ms"] < 30_000
+    # Every job completes after it starts, so each percentile is at least as large.
+    for q in ("p50", "p95", "p99"):
+        assert result[f"complete_{q}_ms"] >= result[f"start_{q}_ms"]
+
+
+async def test_the_bench_deletes_only_its_own_queue(
+    database_url: str, migrated_schema: str
+) -> None:
+    async with open_driver(database_url, schema=migrated_schema) as driver:
+        await driver.execute(
+            "INSERT INTO /*schema*/river_job (args, kind, queue) VALUES ('{}', 'mine', 'mine')"
+        )
+        await bench(database_url, migrated_schema, "--num-jobs", "20", "--workers", "5")
+        assert (
+            await driver.fetchval("SELECT count(*) FROM /*schema*/river_job WHERE queue = 'mine'")
+            == 1
+        )
+        await bench(database_url, migrated_schema, "--num-jobs", "20", "--workers", "5", "--reset")
+        assert (
+            await driver.fetchval("SELECT count(*) FROM /*schema*/river_job WHERE queue = 'mine'")
+            == 0
+        )
+
+
+async def test_the_human_output_has_a_table(database_url: str, migrated_schema: str) -> None:
+    result = await invoke(
+        "bench", "--database-url", database_url, "--schema", migrated_schema,
+        "--num-jobs", "20", "--workers", "5",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "burndown" in result.stdout
+    assert "jobs/s" in result.stdout
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50
+    assert percentile(values, 99) == 99
+    assert percentile(values, 100) == 100
+    assert percentile([3.0], 50) == 3.0
+    assert percentile([], 50) != percentile([], 50)  # NaN

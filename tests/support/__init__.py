@@ -1,0 +1,1 @@
+"""Helpers shared by the test shelves (imported as ``support.<module>``)."""
