@@ -10,15 +10,13 @@ SQL is replaced by ``qualify``.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Literal, Protocol
 
 import asyncpg
 
-from . import qualify
-from ._jobs import JOB_COLUMNS
-
-if TYPE_CHECKING:
-    from .._params import JobDeleteManyParams, JobListParams, _JobFilter
+from ._sql import J_JOB_COLUMNS, JOB_COLUMNS, qualify
 
 __all__ = [
     "job_cancel",
@@ -29,11 +27,59 @@ __all__ = [
     "job_retry",
     "queue_get",
     "queue_list",
-    "queue_refresh",
     "queue_set_paused",
 ]
 
-_J = ", ".join("j." + c.strip() for c in JOB_COLUMNS.split(","))
+
+class JobFilter(Protocol):
+    """The filters of a job listing or deletion (``rivertrio.JobListParams``'s)."""
+
+    @property
+    def ids(self) -> Sequence[int] | None: ...
+    @property
+    def kinds(self) -> Sequence[str] | None: ...
+    @property
+    def queues(self) -> Sequence[str] | None: ...
+    @property
+    def states(self) -> Sequence[str] | None: ...
+    @property
+    def priorities(self) -> Sequence[int] | None: ...
+    @property
+    def tags(self) -> Sequence[str] | None: ...
+    @property
+    def tags_match(self) -> Literal["any", "all"]: ...
+    @property
+    def metadata(self) -> Mapping[str, Any] | None: ...
+
+
+class ListCursor(Protocol):
+    """Where a page of a job listing starts: after this row (``rivertrio.JobListCursor``)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def time(self) -> datetime | None: ...
+
+
+class JobListQuery(JobFilter, Protocol):
+    """One page of a job listing (``rivertrio.JobListParams``)."""
+
+    @property
+    def order_by(self) -> str: ...
+    @property
+    def order(self) -> Literal["asc", "desc"]: ...
+    @property
+    def after(self) -> ListCursor | None: ...
+    @property
+    def limit(self) -> int: ...
+
+
+class JobDeleteQuery(JobFilter, Protocol):
+    """A bulk deletion (``rivertrio.JobDeleteManyParams``)."""
+
+    @property
+    def limit(self) -> int | None: ...
+
 
 JOB_GET = f"SELECT {JOB_COLUMNS} FROM /*schema*/river_job WHERE id = $1"
 
@@ -56,7 +102,7 @@ updated AS (
             to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')))
     FROM locked
     WHERE j.id = locked.id AND locked.state NOT IN ('cancelled', 'completed', 'discarded')
-    RETURNING {_J}
+    RETURNING {J_JOB_COLUMNS}
 ),
 notified AS (
     SELECT pg_notify($2::text, json_build_object(
@@ -90,7 +136,7 @@ updated AS (
         AND j.state <> 'running'
         -- Already available and due: leave it (and its place in line) alone, as River does.
         AND NOT (j.state = 'available' AND j.scheduled_at <= now())
-    RETURNING {_J}
+    RETURNING {J_JOB_COLUMNS}
 ),
 notified AS (
     SELECT pg_notify($2::text, json_build_object('queue', queue)::text) AS sent
@@ -111,7 +157,7 @@ deleted AS (
     DELETE FROM /*schema*/river_job AS j
     USING locked
     WHERE j.id = locked.id AND j.state <> 'running'
-    RETURNING {_J}
+    RETURNING {J_JOB_COLUMNS}
 )
 SELECT *, true AS deleted FROM deleted
 UNION ALL
@@ -153,28 +199,8 @@ SELECT (SELECT count(*) FROM target) AS matched,
 QUEUE_PAUSE = _QUEUE_SET_PAUSED.format(paused_at="now()", unchanged="NULL")
 QUEUE_RESUME = _QUEUE_SET_PAUSED.format(paused_at="NULL", unchanged="NOT NULL")
 
-# A producer's registration and periodic refresh in one statement: create the
-# queue's row (again, if the queue cleaner or a person deleted it) or touch its
-# updated_at; read whether it is paused; and find which of the producer's
-# running jobs were marked for cancellation (the path that works without
-# notifications: poll_only, a lost notification, a job_cancel_tx).
-QUEUE_REFRESH = """
-WITH q AS (
-    INSERT INTO /*schema*/river_queue (name, created_at, metadata, updated_at)
-    VALUES ($1, now(), '{}', now())
-    ON CONFLICT (name) DO UPDATE SET updated_at = now()
-    RETURNING paused_at
-)
-SELECT
-    (SELECT paused_at IS NOT NULL FROM q) AS paused,
-    ARRAY(
-        SELECT id FROM /*schema*/river_job
-        WHERE id = ANY($2::bigint[]) AND state = 'running' AND metadata ? 'cancel_attempted_at'
-    ) AS cancel_ids
-"""
 
-
-def _filters(params: _JobFilter, args: list[Any]) -> list[str]:
+def _filters(params: JobFilter, args: list[Any]) -> list[str]:
     """SQL conditions for `params`' filters; their values are appended to `args`."""
     conditions: list[str] = []
 
@@ -203,7 +229,7 @@ def _filters(params: _JobFilter, args: list[Any]) -> list[str]:
     return conditions
 
 
-def job_list_sql(params: JobListParams) -> tuple[str, list[Any]]:
+def job_list_sql(params: JobListQuery) -> tuple[str, list[Any]]:
     """The SELECT for one `job_list` page, and its arguments."""
     args: list[Any] = []
     conditions = _filters(params, args)
@@ -237,7 +263,7 @@ def job_list_sql(params: JobListParams) -> tuple[str, list[Any]]:
     return sql, args
 
 
-def job_delete_many_sql(params: JobDeleteManyParams) -> tuple[str, list[Any]]:
+def job_delete_many_sql(params: JobDeleteQuery) -> tuple[str, list[Any]]:
     """The DELETE of `job_delete_many`, and its arguments."""
     args: list[Any] = []
     # Running jobs are never deleted. The lock makes a row being fetched right
@@ -256,7 +282,7 @@ WITH doomed AS (
 DELETE FROM /*schema*/river_job AS j
 USING doomed
 WHERE j.id = doomed.id AND j.state <> 'running'
-RETURNING {_J}
+RETURNING {J_JOB_COLUMNS}
 """
     return sql, args
 
@@ -270,7 +296,7 @@ async def job_get(conn: asyncpg.Connection, schema: str | None, job_id: int) -> 
 
 
 async def job_list(
-    conn: asyncpg.Connection, schema: str | None, params: JobListParams
+    conn: asyncpg.Connection, schema: str | None, params: JobListQuery
 ) -> list[asyncpg.Record]:
     """One page of jobs."""
     sql, args = job_list_sql(params)
@@ -297,7 +323,7 @@ async def job_delete(conn: asyncpg.Connection, schema: str | None, job_id: int) 
 
 
 async def job_delete_many(
-    conn: asyncpg.Connection, schema: str | None, params: JobDeleteManyParams
+    conn: asyncpg.Connection, schema: str | None, params: JobDeleteQuery
 ) -> list[asyncpg.Record]:
     """Delete the matching non-running jobs; their rows."""
     sql, args = job_delete_many_sql(params)
@@ -327,10 +353,3 @@ async def queue_set_paused(
     """Pause or resume a queue (or ``'*'``); a record (matched, changed, notified)."""
     sql = QUEUE_PAUSE if paused else QUEUE_RESUME
     return await conn.fetchrow(qualify(sql, schema), name, control_channel, payload)
-
-
-async def queue_refresh(
-    conn: asyncpg.Connection, schema: str | None, name: str, running: list[int]
-) -> Any:
-    """Register or refresh a producer's queue row; a record (paused, cancel_ids)."""
-    return await conn.fetchrow(qualify(QUEUE_REFRESH, schema), name, running)

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Literal
 
 import asyncpg
 
-from .._exceptions import ConfigError, DatabaseError, RivertrioError
-from . import qualify
+from .._exceptions import ConfigError, DatabaseError, MigrationError
+from ._sql import qualify
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -36,7 +36,6 @@ __all__ = [
     "MIGRATIONS",
     "Direction",
     "Migration",
-    "MigrationError",
     "SchemaState",
     "Step",
     "check_request",
@@ -60,10 +59,6 @@ LINE_COLUMN_VERSION = 5
 # Session advisory lock class (first key) serialising migrators of one schema;
 # the second key is a hash of the schema name.
 _LOCK_CLASS = 0x52_54_4D  # "RTM"
-
-
-class MigrationError(RivertrioError):
-    """A migration cannot run as asked, given what the database already holds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -728,18 +723,17 @@ async def _failed(
     try:
         applied = set((await read_state(conn, schema)).applied)
     except (asyncpg.PostgresError, MigrationError):
-        err = DatabaseError(f"migration {steps[0].direction} failed: {exc.sqlstate}: {exc}")
+        what = f"migration {steps[0].direction} failed"
     else:
         failed = next(
             (s for s in steps if (s.version in applied) == (s.direction == "down")),
             steps[0],
         )
-        err = DatabaseError(
+        what = (
             f"migration {failed.version:03d} [{failed.direction}] ({failed.name}) failed and "
-            f"was rolled back: {exc.sqlstate}: {exc}"
+            "was rolled back"
         )
-    err.sqlstate = exc.sqlstate  # type: ignore[attr-defined]
-    return err
+    return DatabaseError(f"{what}: {exc.sqlstate}: {exc}", sqlstate=exc.sqlstate)
 
 
 async def migrate_up_all(conn: asyncpg.Connection, schema: str | None) -> list[int]:

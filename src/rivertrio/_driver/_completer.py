@@ -1,0 +1,93 @@
+"""SQL for the completer: one statement persists a batch of outcomes. Asyncio side.
+
+Callers run `complete_jobs` through ``Driver.run``: one call is one loop
+crossing. ``/*schema*/`` in the SQL is replaced by ``qualify``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+from ._sql import J_JOB_COLUMNS, qualify
+
+__all__ = ["complete_jobs"]
+
+# One statement completes a whole batch. Only rows still `running` change: a row
+# finished by someone else meanwhile (the worker's own transaction, job_cancel,
+# the rescuer, a delete) is returned as stored with persisted = false. The
+# UPDATE locks and re-checks each row itself, so the decision below always sees
+# the row as it is when it changes.
+_SCHED = """(CASE u.outcome
+    WHEN 'failed' THEN coalesce(u.retry_at, j.attempted_at + make_interval(secs => u.delay))
+    WHEN 'snoozed' THEN now() + make_interval(secs => u.delay)
+    ELSE now() END)"""
+_STATE = f"""(CASE
+    WHEN u.outcome = 'completed' THEN 'completed'
+    WHEN u.outcome = 'cancelled' THEN 'cancelled'
+    WHEN u.outcome = 'failed' AND j.attempt >= j.max_attempts THEN 'discarded'
+    WHEN j.metadata ? 'cancel_attempted_at' THEN 'cancelled'
+    WHEN u.outcome = 'interrupted' THEN 'available'
+    WHEN {_SCHED} <= now() + interval '5 seconds' THEN 'available'
+    WHEN u.outcome = 'failed' THEN 'retryable'
+    ELSE 'scheduled'
+END)::/*schema*/river_job_state"""
+_RESTORES_ATTEMPT = f"(u.outcome IN ('snoozed', 'interrupted') AND {_STATE} <> 'cancelled')"
+
+COMPLETE = f"""
+WITH u AS (
+    SELECT *
+    FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::float8[], $5::jsonb[])
+        AS u(id, outcome, retry_at, delay, error)
+),
+updated AS (
+    UPDATE /*schema*/river_job AS j
+    SET state = {_STATE},
+        finalized_at = CASE
+            WHEN {_STATE} IN ('completed', 'cancelled', 'discarded') THEN now() END,
+        scheduled_at = CASE
+            WHEN {_STATE} IN ('available', 'retryable', 'scheduled') THEN {_SCHED}
+            ELSE j.scheduled_at END,
+        attempt = CASE WHEN {_RESTORES_ATTEMPT} THEN greatest(j.attempt - 1, 0) ELSE j.attempt END,
+        errors = CASE
+            WHEN u.error IS NULL THEN j.errors
+            ELSE array_append(j.errors, u.error || jsonb_build_object('at', now())) END,
+        metadata = CASE
+            WHEN u.outcome = 'snoozed' AND {_STATE} <> 'cancelled' THEN jsonb_set(
+                j.metadata, '{{snoozes}}',
+                -- Another client may have stored anything there: count only numbers.
+                to_jsonb(CASE WHEN jsonb_typeof(j.metadata -> 'snoozes') = 'number'
+                    THEN (j.metadata ->> 'snoozes')::numeric::int ELSE 0 END + 1))
+            ELSE j.metadata END
+    FROM u
+    WHERE j.id = u.id AND j.state = 'running'
+    RETURNING {J_JOB_COLUMNS}
+),
+-- Rows someone else finished: the lock makes a row that another transaction
+-- changed or deleted while we waited for it read as it is now (or not at all),
+-- not as the statement's snapshot had it.
+others AS (
+    SELECT {J_JOB_COLUMNS}
+    FROM /*schema*/river_job AS j
+    JOIN u ON u.id = j.id
+    WHERE j.id NOT IN (SELECT id FROM updated)
+    FOR SHARE OF j
+)
+SELECT *, true AS persisted FROM updated
+UNION ALL
+SELECT *, false FROM others
+"""
+
+
+async def complete_jobs(
+    conn: asyncpg.Connection,
+    schema: str | None,
+    ids: list[int],
+    outcomes: list[str],
+    retry_at: list[datetime | None],
+    delays: list[float | None],
+    errors: list[str | None],
+) -> list[asyncpg.Record]:
+    """Persist a batch of outcomes in one statement; see `COMPLETE`."""
+    return await conn.fetch(qualify(COMPLETE, schema), ids, outcomes, retry_at, delays, errors)

@@ -1,0 +1,443 @@
+"""The connection pool, and transactions on it: `Driver` and `open_driver`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
+
+import asyncpg
+import trio
+
+from .._exceptions import ConfigError, DatabaseConnectionError, DatabaseError
+from .._validate import duration, integer
+from ._crossing import RELEASE_TIMEOUT, Crossing, open_crossing
+from ._dedicated import connect_dedicated
+from ._listener import DELIVERY_PROBE_TIMEOUT, Listener
+from ._queryable import Queryable, Tx
+from ._topics import channel
+
+__all__ = ["ACQUIRE_TIMEOUT", "Driver", "open_driver"]
+
+log = logging.getLogger("rivertrio.driver")
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+#: Default bound on waiting for a free pooled connection, in seconds.
+ACQUIRE_TIMEOUT = 5.0
+# An outage is reported over when a statement succeeds this long after the last
+# one that failed for want of a connection.
+_RECOVERY_QUIET = 1.0
+
+
+def _as_connection(proxy: Any) -> asyncpg.Connection:
+    # A pooled connection is a proxy that behaves as the connection it wraps.
+    return cast(asyncpg.Connection, proxy)
+
+
+class Driver(Queryable):
+    """A connection pool on one Postgres database, usable from Trio.
+
+    Create one with `open_driver`.
+    """
+
+    def __init__(
+        self,
+        crossing: Crossing,
+        pool: asyncpg.Pool,
+        *,
+        schema: str,
+        configured_schema: str | None,
+        reserved: int = 0,
+        acquire_timeout: float = ACQUIRE_TIMEOUT,
+    ) -> None:
+        super().__init__(schema=schema, configured_schema=configured_schema)
+        self.crossing = crossing
+        """The loop crossing, which dedicated connections share with the pool."""
+        self._pool = pool
+        self.reserved = reserved
+        self.acquire_timeout = acquire_timeout
+        """Seconds to wait for a free pooled connection before raising `DatabaseError`."""
+        # transaction() and connection() blocks hold a connection for as long as
+        # the caller likes; they may hold all but `reserved` of them, which stay
+        # for single statements (the client's fetches, completions, elections).
+        self._block_slots = trio.Semaphore(pool.get_max_size() - reserved)
+        self._in_use = 0
+        self._held_by_blocks = 0
+        self._unresponsive = 0
+        self._delivery_checked = False
+        self._trouble_since: float | None = None
+        self._trouble_last = 0.0
+        self._trouble_count = 0
+        self._releasing: set[asyncio.Task[None]] = set()
+
+    @property
+    def where(self) -> str:
+        """Where the server is, as ``host:port``, for messages."""
+        return self.crossing.where
+
+    @property
+    def pool_size(self) -> int:
+        """How many connections the pool may hold."""
+        return self._pool.get_max_size()
+
+    @property
+    def block_limit(self) -> int:
+        """How many connections `transaction` and `connection` blocks may hold at once."""
+        return self.pool_size - self.reserved
+
+    def _exhausted(self, waited: float, *, blocks_only: bool = False) -> DatabaseError:
+        what = (
+            f"all {self.block_limit} connections that transaction blocks may hold "
+            f"({self.reserved} more are kept for single statements)"
+            if blocks_only
+            else f"all {self.pool_size} pooled connections"
+        )
+        return DatabaseError(
+            f"no connection to {self.where} was free for {waited:g} s: {what} are in use, "
+            f"{self._held_by_blocks} of them held open by transaction blocks "
+            "(client.transaction(), driver.connection()). Hold transactions for shorter "
+            "times or open fewer at once, or size the pool for them (Config.pool_size)"
+        )
+
+    async def _acquire(self) -> Any:
+        """Take a pooled connection (asyncio side); bounded by `acquire_timeout`."""
+        try:
+            proxy = await self._pool.acquire(timeout=self.acquire_timeout)
+        except TimeoutError as exc:
+            if self._in_use >= self.pool_size:
+                raise self._exhausted(self.acquire_timeout) from exc
+            raise DatabaseConnectionError(
+                f"cannot reach Postgres at {self.where}: no connection within "
+                f"{self.acquire_timeout:g} s"
+            ) from exc
+        self._in_use += 1
+        return proxy
+
+    def _release_later(self, proxy: Any) -> asyncio.Task[None]:
+        """Release in the background: a cancelled caller must not wait for it.
+
+        The release waits for the server to acknowledge the cancelled statement
+        (bounded, see `_release`); the caller's deadline has passed already.
+        """
+        task = asyncio.get_running_loop().create_task(self._release(proxy))
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
+        return task
+
+    async def _give_back(self, proxy: Any) -> None:
+        """Release (asyncio side); if the caller is cancelled meanwhile, it goes on alone."""
+        await asyncio.shield(self._release_later(proxy))
+
+    async def _release(self, proxy: Any) -> None:
+        """Give a connection back (asyncio side); a dead one is dropped, never waited on."""
+        self._in_use -= 1
+        try:
+            await self._pool.release(proxy, timeout=RELEASE_TIMEOUT)
+        except TimeoutError:
+            # asyncpg terminated it. A connection that does not answer at all is a
+            # black hole (a dead route, a hung proxy): its idle siblings most
+            # likely lead there too, and each would hang the next statement that
+            # takes it until that one's deadline. Renew them all instead.
+            await self._pool.expire_connections()
+            self._unresponsive += 1
+            if self._unresponsive == 1 or self._unresponsive % 100 == 0:
+                log.warning(
+                    "a connection to %s did not answer within %g s after its statement was "
+                    "cancelled (%d so far): dropped it, and renewing the pool's connections",
+                    self.where,
+                    RELEASE_TIMEOUT,
+                    self._unresponsive,
+                )
+        except Exception as exc:
+            # asyncpg has terminated the connection; the pool opens a new one.
+            log.debug("dropped a pooled connection on release: %r", exc)
+
+    async def run(
+        self,
+        fn: Callable[Concatenate[asyncpg.Connection, P], Coroutine[Any, Any, T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+
+        busy: list[Any] = []  # the connection `fn` is using, while it is
+
+        async def with_connection() -> T:
+            proxy = await self._acquire()
+            busy.append(proxy)
+            try:
+                result = await fn(_as_connection(proxy), *args, **kwargs)
+            except asyncio.CancelledError:
+                busy.clear()
+                self._release_later(proxy)
+                raise
+            except asyncpg.exceptions.InternalClientError:
+                busy.clear()
+                # Never hand this connection out again: the pool replaces it.
+                proxy.terminate()
+                await self._give_back(proxy)
+                raise
+            except BaseException:
+                busy.clear()
+                await self._give_back(proxy)
+                raise
+            busy.clear()
+            await self._give_back(proxy)
+            return result
+
+        def cut_off() -> None:
+            # Cancelled, and `fn` is still cleaning up (a ROLLBACK, say) on a
+            # connection that does not answer: asyncpg would wait for as long as it
+            # lives. Dropping it ends the wait at once.
+            if busy:
+                log.debug("dropping a connection that holds up a cancelled statement")
+                busy[0].terminate()
+
+        try:
+            result = await self.crossing.cross(with_connection(), cut_off)
+        except DatabaseConnectionError as exc:
+            # A cancelled caller gets its cancellation, not what cutting off did.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            self._trouble(exc)
+            raise
+        if self._trouble_since is not None:
+            self._recovered()
+        return result
+
+    def _trouble(self, exc: DatabaseConnectionError) -> None:
+        # One line per outage, whoever's statements fail (the client's services
+        # say what it means for them; the user's own calls get the error).
+        self._trouble_count += 1
+        self._trouble_last = trio.current_time()
+        if self._trouble_since is None:
+            self._trouble_since = self._trouble_last
+            log.warning(
+                "statements to Postgres fail: %s (said once, until one succeeds again)", exc
+            )
+        else:
+            log.debug("statements to Postgres still fail: %s", exc)
+
+    def _recovered(self) -> None:
+        assert self._trouble_since is not None
+        # A server shutting down still answers on some connections for a moment:
+        # the outage is over only once statements have worked for a while.
+        if trio.current_time() - self._trouble_last < _RECOVERY_QUIET:
+            return
+        log.info(
+            "Postgres at %s answers again, after %.1f s (%d statements failed meanwhile)",
+            self.where,
+            trio.current_time() - self._trouble_since,
+            self._trouble_count,
+        )
+        self._trouble_since = None
+        self._trouble_count = 0
+
+    def _tx(self, proxy: Any) -> Tx:
+        return Tx(
+            self.crossing,
+            _as_connection(proxy),
+            schema=self.schema,
+            configured_schema=self.configured_schema,
+        )
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        """Open a transaction on a pooled connection; commit on success, roll back on error.
+
+        Cancel-safe: if the block is cancelled or raises, the transaction is rolled
+        back (under a shielded deadline) and the connection returned to the pool.
+
+        Raises:
+            DatabaseError: No connection was free within `acquire_timeout` (the
+                message says what holds them).
+        """
+
+        async def begin() -> tuple[Any, Any]:
+            proxy = await self._acquire()
+            try:
+                tr = proxy.transaction()
+                await tr.start()
+            except BaseException:
+                await self._give_back(proxy)
+                raise
+            return proxy, tr
+
+        async def end(proxy: Any, tr: Any, commit: bool) -> None:
+            try:
+                if commit:
+                    await tr.commit()
+                else:
+                    await tr.rollback()
+            except asyncio.CancelledError:
+                self._release_later(proxy)
+                raise
+            except BaseException:
+                await self._give_back(proxy)
+                raise
+            await self._give_back(proxy)
+
+        async with self._block_slot():
+            proxy, tr = await self.crossing.cross(begin())
+            try:
+                yield self._tx(proxy)
+            except BaseException:
+                with trio.move_on_after(5, shield=True):
+                    await self.crossing.cross(end(proxy, tr, commit=False))
+                raise
+            # Commit must not be torn by a cancellation arriving just now: the
+            # caller would not know whether its jobs were inserted.
+            with trio.move_on_after(30, shield=True) as scope:
+                await self.crossing.cross(end(proxy, tr, commit=True))
+            if scope.cancelled_caught:
+                raise DatabaseError("timed out committing the transaction")
+
+    @asynccontextmanager
+    async def _block_slot(self) -> AsyncIterator[None]:
+        """Hold one of the connections blocks may hold; bounded by `acquire_timeout`."""
+        with trio.move_on_after(self.acquire_timeout) as scope:
+            await self._block_slots.acquire()
+        if scope.cancelled_caught:
+            raise self._exhausted(self.acquire_timeout, blocks_only=True)
+        self._held_by_blocks += 1
+        try:
+            yield
+        finally:
+            self._held_by_blocks -= 1
+            self._block_slots.release()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Tx]:
+        """Hold one pooled connection (no transaction) for several statements."""
+        async with self._block_slot():
+            proxy = await self.crossing.cross(self._acquire())
+            try:
+                yield self._tx(proxy)
+            finally:
+                with trio.move_on_after(5, shield=True):
+                    await self.crossing.cross(self._give_back(proxy))
+
+    async def notify(self, topic: str, payload: str) -> None:
+        """Send a notification on a topic of this schema."""
+        await self.execute("SELECT pg_notify($1, $2)", self.channel(topic), payload)
+
+    def channel(self, topic: str) -> str:
+        """The Postgres channel name of a topic in this schema."""
+        return channel(self.schema, topic)
+
+    async def open_listener(self, *, buffer: int = 1000) -> Listener:
+        """Open a dedicated LISTEN connection (outside the pool).
+
+        The first one this driver opens is checked: a notification sent from a
+        pooled connection must reach it.
+
+        Raises:
+            DatabaseConnectionError: The server cannot be reached.
+            ConfigError: Notifications do not reach the connection: the URL leads
+                to a pooler in transaction mode (use ``poll_only=True``).
+        """
+        conn = await connect_dedicated(self.crossing, "rivertrio-listener")
+        assert conn is not None  # no setup that could refuse it
+        listener = Listener(self.crossing, conn, self.schema, buffer)
+        if not self._delivery_checked:
+            try:
+                with trio.move_on_after(DELIVERY_PROBE_TIMEOUT) as scope:
+                    await listener.check_delivery(self)
+            except BaseException:
+                await listener.aclose()
+                raise
+            if scope.cancelled_caught:
+                await listener.aclose()
+                raise ConfigError(
+                    f"notifications do not reach the LISTEN connection to {self.where}: one "
+                    f"sent from another session did not arrive within {DELIVERY_PROBE_TIMEOUT:g} "
+                    "s. A pooler in transaction mode (PgBouncer pool_mode = transaction) cannot "
+                    "carry LISTEN: set Config(poll_only=True) to work without notifications, "
+                    "or connect through session pooling or directly to Postgres"
+                )
+            self._delivery_checked = True
+        return listener
+
+    async def aclose(self) -> None:
+        """Close the pool. Shielded; connections still in use are terminated after 5 s."""
+        with trio.move_on_after(5, shield=True) as scope:
+            await self.crossing.cross(self._pool.close())
+        if scope.cancelled_caught:
+            self._pool.terminate()
+
+
+@asynccontextmanager
+async def open_driver(
+    url: str,
+    *,
+    schema: str | None = None,
+    min_size: int = 0,
+    max_size: int = 10,
+    poll_only: bool = False,
+    reserved: int = 0,
+    acquire_timeout: float = ACQUIRE_TIMEOUT,
+) -> AsyncIterator[Driver]:
+    """Open a connection pool on `url` inside a trio-asyncio loop, closed on exit.
+
+    Args:
+        url: A ``postgresql://`` URL.
+        schema: The schema holding rivertrio's tables; None = the search path's.
+        min_size: Connections kept open even when idle. None by default:
+            asyncpg would restore a floor during an outage with a warning and a
+            traceback each second or so; connections open on demand instead. The
+            server is reached once at open either way.
+        max_size: Most connections the pool holds.
+        poll_only: Disable server-side prepared statements, for PgBouncer in
+            transaction-pooling mode.
+        reserved: Connections that transaction and connection blocks may not
+            hold, kept for single statements: with the client's own services on
+            the pool, user transactions then cannot starve its fetches and
+            completions.
+        acquire_timeout: Longest wait for a free connection, in seconds.
+
+    Raises:
+        DatabaseConnectionError: The server cannot be reached (names host and port).
+        ValueError: `reserved` leaves no connection for blocks, or a bound is not positive.
+    """
+    integer("reserved", reserved, ValueError, minimum=0, maximum=max_size - 1)
+    duration("acquire_timeout", acquire_timeout, ValueError)
+    connect_kwargs: dict[str, Any] = {
+        "server_settings": {"application_name": "rivertrio"},
+        # Every connection, pooled or dedicated (LISTEN, liveness lock): a server
+        # that accepts the TCP connection and never answers must not hold up a
+        # reconnection for asyncpg's default minute.
+        "timeout": 10,
+    }
+    if poll_only:
+        connect_kwargs["statement_cache_size"] = 0
+    async with open_crossing(url, connect_kwargs) as crossing:
+
+        async def create() -> tuple[asyncpg.Pool, str]:
+            pool = await crossing.create_pool(min_size=min_size, max_size=max_size)
+            try:
+                # Also the first connection: an unreachable server fails here.
+                current = await pool.fetchval("SELECT current_schema()")
+                current = schema or current
+            except BaseException:
+                await pool.close()
+                raise
+            if current is None:
+                await pool.close()
+                raise DatabaseError("the search path names no schema; pass schema=")
+            return pool, current
+
+        pool, resolved = await crossing.cross(create())
+        driver = Driver(
+            crossing,
+            pool,
+            schema=resolved,
+            configured_schema=schema,
+            reserved=reserved,
+            acquire_timeout=acquire_timeout,
+        )
+        try:
+            yield driver
+        finally:
+            await driver.aclose()
