@@ -1,99 +1,213 @@
-"""Checks that a service follows the lifecycle contract of :mod:`rivertrio._service`.
+"""Checks that a service starts and stops cleanly, whatever the order of requests.
 
-Two tools, for rivertrio's own services and users' alike: :func:`stress_start_stop`
-(many tasks starting and stopping one service at once) and
-:class:`ServiceLifecycleMachine` (a Hypothesis state machine driving start, stop,
-restart and cancellation in every order).
+They work on any service written the Trio way (:class:`TrioService`): an object
+whose ``run`` is started with ``await nursery.start(service.run)`` and ends when
+asked to stop, or when the scope around it is cancelled. Two tools:
+:func:`stress_start_stop` (many quick rounds of start and stop, stops racing
+starts) and :class:`ServiceLifecycleMachine` (a Hypothesis state machine driving
+start, stop, restart and cancellation in every order).
+
+rivertrio's own services (subclasses of ``rivertrio._service.Service``) follow a
+stricter contract: ``started`` / ``stopped`` flags, ``wait_started()``, and a
+second concurrent run refused with :class:`~rivertrio.AlreadyRunningError`. The
+machine checks that too when the service is one of them.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from collections.abc import Awaitable, Callable
-from typing import ClassVar, Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import trio
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from rivertrio._exceptions import AlreadyRunningError
-from rivertrio._service import SupportsLifecycle, _ObservedTaskStatus
+from rivertrio._service import Service
+from rivertrio._validate import duration, integer
 
-__all__ = ["ServiceLifecycleMachine", "stress_start_stop"]
+from ._failures import HangError, UncaughtError
+from ._host import TrioHost, settle
 
-S = TypeVar("S", bound=SupportsLifecycle)
+__all__ = [
+    "ServiceLifecycleMachine",
+    "StoppableService",
+    "TrioService",
+    "stress_start_stop",
+]
+
 T = TypeVar("T")
+
+
+class TrioService(Protocol):
+    """What the service checks need from a service: a ``run`` for ``nursery.start``.
+
+    Any object with this method fits; no base class is needed. The contract:
+
+    - ``await nursery.start(service.run)`` starts it: ``run`` calls
+      ``task_status.started()`` once the service is ready, optionally with a value
+      (the channel its results come out of, the port it listens on...), which
+      ``nursery.start`` returns. An exception raised before ``started()`` is a
+      start error, and ``nursery.start`` raises it.
+    - Once asked to stop, ``run`` finishes its work and returns, promptly. How it
+      is asked is up to the service: usually a ``stop()`` method
+      (:class:`StoppableService`), which is what the checks call unless told
+      otherwise; closing a channel it reads; or only cancellation.
+    - Cancelling the scope around ``run`` ends it too, promptly and without an
+      exception other than ``trio.Cancelled``.
+    - When ``run`` has returned, no task it started is still running.
+    """
+
+    async def run(self, *, task_status: trio.TaskStatus[Any]) -> None:
+        """Run until asked to stop; call ``task_status.started()`` once ready.
+
+        Trio's convention gives ``task_status`` the default
+        ``trio.TASK_STATUS_IGNORED``, so ``run`` can also be awaited directly; the
+        checks always pass one.
+        """
+        ...
+
+
+class StoppableService(TrioService, Protocol):
+    """A :class:`TrioService` asked to stop by calling its ``stop()`` method."""
+
+    def stop(self) -> None:
+        """Ask the current run to return soon; not a checkpoint.
+
+        Legal at any time: before the first run, during one (also while it is
+        starting), twice, and after the run has ended.
+        """
+        ...
+
+
+S = TypeVar("S", bound=TrioService)
+
+
+def _call_stop(service: object, *, hint: str) -> None:
+    stop = getattr(service, "stop", None)
+    if not callable(stop):
+        raise TypeError(f"{type(service).__name__} has no stop() method: {hint}")
+    stop()
+
+
+def _stop_method(service: object) -> None:
+    _call_stop(service, hint="pass stop=... saying how to stop it, or stop=None to cancel its run")
+
+
+class _WatchedStatus(trio.TaskStatus[Any]):
+    """Forwards ``started()`` to the real task status, then tells the checker."""
+
+    def __init__(self, inner: trio.TaskStatus[Any], on_started: Callable[[Any], None]) -> None:
+        self._inner = inner
+        self._on_started = on_started
+
+    def started(self, value: Any = None) -> None:
+        """Report the task as started to the nursery, then to the checker."""
+        # Forward first: a second started() raises there and must not count twice.
+        self._inner.started(value)
+        self._on_started(value)
 
 
 async def stress_start_stop(
     make_service: Callable[[], S],
     *,
-    tasks: int = 10,
+    stop: Callable[[S], object] | None = _stop_method,
+    tasks: int = 1,
     rounds: int = 50,
     stop_timeout: float = 5.0,
     start_timeout: float = 5.0,
+    allowed_start_errors: tuple[type[Exception], ...] = (AlreadyRunningError,),
 ) -> S:
-    """Start and stop one service from many tasks at once; return the service.
+    """Start and stop one service many times, stops racing starts; return the service.
 
     ``make_service()`` is called once. Each of ``tasks`` tasks then runs ``rounds``
-    rounds of: ``await nursery.start(service.run)`` in a nursery of its own,
-    ``service.stop()``, ``await service.wait_stopped()``, leave the nursery.
+    rounds, each in a nursery of its own: start a run with ``nursery.start``, end it,
+    and wait until it has returned. Rounds take turns ending the run three ways:
+    ``stop(service)`` once started; ``stop(service)`` called from inside
+    ``task_status.started()``, before ``nursery.start`` returns; and cancelling the
+    scope around the run. ``stop`` is the service's ``stop()`` method by default;
+    ``stop=None`` means the service is stopped by cancellation only.
 
-    Only one run of a service can be live, so concurrent starts conflict: a start
-    that raises :class:`~rivertrio._service.AlreadyRunningError` is a legal outcome,
-    and that task goes on to stop the other task's run. This drives stops that race
-    starts, stops of a run another task started, and restarts right after a stop.
-    Any other start error, and any error from a run, is a failure. So is a start
-    slower than ``start_timeout`` or a stop (until the round's run has exited)
-    slower than ``stop_timeout``, and a service not stopped at the end.
+    With ``tasks`` above 1 the tasks share the one service, so their runs overlap:
+    the service must either allow that or refuse a run while another is live, by
+    raising one of ``allowed_start_errors`` before ``started()`` (rivertrio's
+    services raise :class:`~rivertrio.AlreadyRunningError`). A task whose start was
+    refused asks the live run to stop instead.
+
+    A failure is: a start error not in ``allowed_start_errors``, an exception from
+    a run, a start slower than ``start_timeout``, an end (from the request until
+    the run has returned) slower than ``stop_timeout``, and, for rivertrio's
+    services, the service not reporting itself stopped at the end.
 
     Cancelling it cancels every task and the runs they started.
 
     Raises:
-        ValueError: ``tasks`` or ``rounds`` below 1, or a timeout not above 0.
+        ValueError: ``tasks`` or ``rounds`` is not an int of 1 or more, or a
+            timeout is not a finite number of seconds above 0.
         AssertionError: the first failure, naming the task and the round; the
-            original exception is its ``__cause__``.
+            original exception is its ``__cause__``. A hang is a
+            :class:`HangError`.
     """
-    if tasks < 1:
-        raise ValueError(f"tasks must be at least 1, got {tasks}")
-    if rounds < 1:
-        raise ValueError(f"rounds must be at least 1, got {rounds}")
-    if not stop_timeout > 0:
-        raise ValueError(f"stop_timeout must be above 0 s, got {stop_timeout}")
-    if not start_timeout > 0:
-        raise ValueError(f"start_timeout must be above 0 s, got {start_timeout}")
+    integer("tasks", tasks, ValueError)
+    integer("rounds", rounds, ValueError)
+    duration("stop_timeout", stop_timeout, ValueError)
+    duration("start_timeout", start_timeout, ValueError)
 
     service = make_service()
+    if stop is _stop_method and not callable(getattr(service, "stop", None)):
+        _stop_method(service)  # raises the TypeError that says what to pass
     failures: list[AssertionError] = []
 
-    async def one_round(where: str) -> None:
+    async def one_round(where: str, how: str) -> None:
+        run_scope = trio.CancelScope()
+
+        def end_run() -> None:
+            if stop is None or how == "cancel":
+                run_scope.cancel()
+            else:
+                stop(service)
+
+        async def supervise(*, task_status: trio.TaskStatus[Any]) -> None:
+            def on_started(value: Any) -> None:
+                if how == "stop as it starts":
+                    end_run()
+
+            with run_scope:
+                await service.run(task_status=_WatchedStatus(task_status, on_started))
+
         start_error: Exception | None = None
         phase, bound = "start", start_timeout
         try:
             with trio.CancelScope() as guard:
                 async with trio.open_nursery() as nursery:
                     guard.deadline = trio.current_time() + bound
+                    refused = False
                     try:
-                        await nursery.start(service.run)
-                    except AlreadyRunningError:
-                        pass  # another task's run is live: a legal outcome, stop that one
+                        await nursery.start(supervise)
+                    except allowed_start_errors:
+                        refused = True  # another task's run is live: a legal outcome
                     except Exception as exc:
-                        start_error = exc  # stop() stays legal after a failed start
+                        start_error = exc
                     phase, bound = "stop", stop_timeout
                     guard.deadline = trio.current_time() + bound
-                    service.stop()
-                    await service.wait_stopped()
+                    if refused or start_error is not None:
+                        # Stop the live run instead; and stopping is legal after a failed start.
+                        if stop is not None:
+                            stop(service)
+                    elif how != "stop as it starts":
+                        end_run()
         except Exception as exc:
-            raise AssertionError(f"{where}: a run raised {exc!r}") from exc
+            raise AssertionError(f"{where}: a run raised {exc!r} (ending by {how})") from exc
         if guard.cancelled_caught:
-            raise AssertionError(f"{where}: {phase} did not complete within {bound} s")
+            raise HangError(f"{where}: {phase} did not complete within {bound} s (ending by {how})")
         if start_error is not None:
             raise AssertionError(f"{where}: start failed: {start_error!r}") from start_error
 
     async def one_task(task: int, cancel_all: trio.CancelScope) -> None:
         for round_ in range(rounds):
+            how = ("stop", "stop as it starts", "cancel")[round_ % 3]
             try:
-                await one_round(f"stress_start_stop: task {task}, round {round_}")
+                await one_round(f"stress_start_stop: task {task}, round {round_}", how)
             except AssertionError as failure:
                 failures.append(failure)
                 cancel_all.cancel()
@@ -104,26 +218,42 @@ async def stress_start_stop(
             nursery.start_soon(one_task, task, nursery.cancel_scope)
     if failures:
         raise failures[0]
-    if not service.stopped:
+    if isinstance(service, Service) and not service.stopped:
         raise AssertionError("stress_start_stop: every task stopped the service, yet it runs")
     return service
 
 
+@dataclass(eq=False)
+class _Run:
+    """One run of the service, as the machine tracks it."""
+
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    done: trio.Event = field(default_factory=trio.Event)
+    started: bool = False
+    value: Any = None
+
+
 class ServiceLifecycleMachine(RuleBasedStateMachine, Generic[S]):
-    """Hypothesis state machine checking the lifecycle contract of any service.
+    """Hypothesis state machine checking that a service starts and stops cleanly.
 
-    Rules: start; start while running (must raise
-    :class:`~rivertrio._service.AlreadyRunningError`); stop; double stop; stop
-    while stopped (before the first start, after a stop, after a failed start);
-    stop as the service reports started; restart; cancel the scope around the
-    run; wait for "started" before a start and while running. After every step:
-    no exception escaped a run and ``started`` / ``stopped`` match the model
-    (never started counts as stopped). Every stop must end the run within
-    ``stop_timeout`` and every start within ``start_timeout``.
+    Works on any :class:`TrioService`. Rules: start; stop; stop twice, then once
+    more once stopped; stop while stopped (before the first start, after a stop,
+    after a failed start); stop from inside ``task_status.started()``; restart;
+    cancel the scope around the run. Every start must complete within
+    ``start_timeout`` and every stop (until the run has returned) within
+    ``stop_timeout``, or it fails with :class:`HangError`. After every step no
+    exception escaped a run (:class:`UncaughtError`) and a run ends only when asked
+    to; after every run no task it started is left running
+    (:class:`TaskLeftRunningError`).
 
-    One ``trio.run`` lives in a helper thread for the whole example; rules call
-    into it with :meth:`call`, and the service's runs are tasks of its nursery.
-    Teardown cancels that nursery, so the service must also end on cancellation.
+    For rivertrio's own services it also checks the ``started`` / ``stopped``
+    flags, ``wait_started()``, and that a second run while one is live raises
+    :class:`~rivertrio.AlreadyRunningError`.
+
+    Each example runs in a Trio run of its own, in a helper thread; rules call into
+    it with :meth:`call`. The service is asked to stop with :meth:`request_stop`
+    (its ``stop()`` method, by default). Teardown cancels the scope around
+    everything, so the service must also end on cancellation.
 
     Subclass it, implement :meth:`make_service`, and turn it into a test::
 
@@ -140,161 +270,216 @@ class ServiceLifecycleMachine(RuleBasedStateMachine, Generic[S]):
                 self.call(self.service.wait_tick)
 
         TestTicker = TickerMachine.TestCase
-        TestTicker.settings = hypothesis.settings(max_examples=100, deadline=None)
     """
 
     stop_timeout: ClassVar[float] = 5.0
-    """Bound on each stop, until the run has exited."""
+    """Bound on each stop, until the run has returned."""
     start_timeout: ClassVar[float] = 10.0
     """Bound on each start."""
     allowed_start_errors: ClassVar[tuple[type[Exception], ...]] = ()
-    """Start errors that are legal outcomes; the service must then be stopped."""
-
-    _token: trio.lowlevel.TrioToken
-    _nursery: trio.Nursery
+    """Start errors that are legal outcomes (a database that is down, say)."""
+    restartable: ClassVar[bool] = True
+    """Whether a service may run again once its run has ended; if not, each start
+    after the first uses a new one from :meth:`make_service`."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._expect_running = False
+        duration("stop_timeout", self.stop_timeout, ValueError)
+        duration("start_timeout", self.start_timeout, ValueError)
+        self._host = TrioHost(type(self).__name__)
+        self._run: _Run | None = None
+        self._has_run = False
         self._escaped: list[Exception] = []
-        self._run_scope: trio.CancelScope | None = None
-        self._run_exited: trio.Event | None = None
-        self._thread_error: BaseException | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(
-            target=self._thread_main, name=f"{type(self).__name__} trio", daemon=True
-        )
-        self._thread.start()
-        self._ready.wait()
-        if self._thread_error is not None:
-            raise RuntimeError("the machine's Trio thread failed") from self._thread_error
         try:
-            self.service: S = trio.from_thread.run_sync(self.make_service, trio_token=self._token)
+            self.service: S = self._host.call_sync(self.make_service)
         except BaseException:
-            self._shutdown()
+            self._host.close(self.stop_timeout)
             raise
+        self._flags = isinstance(self.service, Service)
 
     def make_service(self) -> S:
-        """Return a new, never-started service; called in the Trio thread."""
+        """Return a new, never-started service; called in the machine's Trio thread."""
         raise NotImplementedError(f"{type(self).__name__} must implement make_service()")
+
+    def request_stop(self, service: S) -> None:
+        """Ask ``service`` to stop: calls its ``stop()`` method; called in the Trio thread.
+
+        Override it for a service stopped another way, for instance by closing its
+        input channel, or with ``self.cancel_run()`` for one stopped by cancellation.
+        """
+        _call_stop(service, hint="override request_stop() to say how to stop it")
+
+    def cancel_run(self) -> None:
+        """Cancel the scope around the current run, if any; call in the Trio thread."""
+        if self._run is not None:
+            self._run.scope.cancel()
 
     @property
     def expect_running(self) -> bool:
         """Whether the model says the service is started now."""
-        return self._expect_running
+        return self._run is not None
+
+    @property
+    def started_value(self) -> Any:
+        """What the current run passed to ``task_status.started()`` (a port, say)."""
+        if self._run is None:
+            raise RuntimeError("the service is not running: no started value")
+        return self._run.value
 
     def call(self, step: Callable[[], Awaitable[T]]) -> T:
         """Run ``await step()`` in the machine's Trio thread and return its result."""
-        return trio.from_thread.run(step, trio_token=self._token)
+        return self._host.call(step)
 
     def teardown(self) -> None:
-        """Cancel the scope around everything, join the thread, check nothing escaped."""
-        self._shutdown()
+        """Cancel the scope around everything, wait for the Trio run to end, check it."""
+        self._host.close(self.stop_timeout)
         self._check_nothing_escaped()
-
-    # -- Trio thread ---------------------------------------------------------------
-
-    def _thread_main(self) -> None:
-        try:
-            trio.run(self._trio_main)
-        except BaseException as exc:
-            self._thread_error = exc
-        finally:
-            self._ready.set()
-
-    async def _trio_main(self) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            self._token = trio.lowlevel.current_trio_token()
-            self._ready.set()
-            await trio.sleep_forever()
-
-    def _shutdown(self) -> None:
-        if self._thread.is_alive():
-            with contextlib.suppress(trio.RunFinishedError):
-                trio.from_thread.run_sync(self._nursery.cancel_scope.cancel, trio_token=self._token)
-        self._thread.join(self.stop_timeout)
-        if self._thread.is_alive():
-            raise AssertionError(
-                f"the service did not end within stop_timeout={self.stop_timeout} s "
-                "of the scope around it being cancelled"
-            )
-        if self._thread_error is not None:
-            raise AssertionError("the machine's Trio run failed") from self._thread_error
 
     # -- steps, run in the Trio thread ---------------------------------------------
 
     async def _supervise(
-        self, stop_on_started: bool, *, task_status: trio.TaskStatus[None]
+        self, run: _Run, stop_on_started: bool, *, task_status: trio.TaskStatus[None]
     ) -> None:
         """One run of the service, in a cancel scope of its own; records what escapes."""
-        reported = False
-        exited = trio.Event()
 
-        def on_started() -> None:
-            nonlocal reported
-            reported = True
-            self._run_scope, self._run_exited = scope, exited
+        def on_started(value: Any) -> None:
+            run.started, run.value = True, value
             if stop_on_started:
-                self.service.stop()
+                self._run = run
+                self.request_stop(self.service)
 
         try:
-            with trio.CancelScope() as scope:
-                await self.service.run(task_status=_ObservedTaskStatus(task_status, on_started))
+            with run.scope:
+                await self.service.run(task_status=_WatchedStatus(task_status, on_started))
         except Exception as exc:
-            if not reported:
+            if not run.started:
                 raise  # a start error: nursery.start raises it in the rule
             self._escaped.append(exc)
         finally:
-            exited.set()
+            run.done.set()
 
-    async def _start(self, *, stop_on_started: bool = False) -> bool:
-        """Start the service; False if it failed with one of ``allowed_start_errors``."""
+    async def _start(self, *, stop_on_started: bool = False) -> _Run | None:
+        """Start the service; None if it failed with one of ``allowed_start_errors``."""
+        if self._has_run and not self.restartable:
+            self.service = self.make_service()
+        self._has_run = True
+        run = _Run()
         try:
             with trio.fail_after(self.start_timeout):
-                await self._nursery.start(self._supervise, stop_on_started)
+                await self._host.nursery.start(self._supervise, run, stop_on_started)
         except trio.TooSlowError:
-            raise AssertionError(
+            raise HangError(
                 f"start did not complete within start_timeout={self.start_timeout} s"
             ) from None
         except self.allowed_start_errors:
-            if not self.service.stopped:
+            if self._flags and not self._service.stopped:
                 raise AssertionError("the service is not stopped after a failed start") from None
-            return False
-        if not stop_on_started and not self.service.started:
+            await self._check_no_task_left("a failed start")
+            return None
+        if self._flags and not stop_on_started and not self._service.started:
             raise AssertionError("the service is not started after nursery.start returned")
-        return True
+        return run
 
     async def _stop(self, what: str, request: Callable[[], None]) -> None:
-        """``request()`` a stop, then wait, bounded, until the run has exited."""
+        """``request()`` a stop, then wait, bounded, until the run has returned."""
+        run = self._run
         try:
             with trio.fail_after(self.stop_timeout):
                 request()
-                await self.service.wait_stopped()
-                if self._run_exited is not None:
-                    await self._run_exited.wait()
+                if run is not None:
+                    await run.done.wait()
+                if self._flags:
+                    await self._service.wait_stopped()
         except trio.TooSlowError:
-            raise AssertionError(
+            raise HangError(
                 f"{what}: the service did not stop within stop_timeout={self.stop_timeout} s"
             ) from None
-        self._run_scope = self._run_exited = None
-        if not self.service.stopped or self.service.started:
+        self._run = None
+        if self._flags and (not self._service.stopped or self._service.started):
             raise AssertionError(f"{what}: the service's flags do not say stopped")
+        await self._check_no_task_left(what)
+
+    async def _check_no_task_left(self, what: str) -> None:
+        await settle(self.stop_timeout, what)
+        self._host.check_no_task_left(what)
+
+    @property
+    def _service(self) -> Service:
+        assert isinstance(self.service, Service)
+        return self.service
 
     def _check_nothing_escaped(self) -> None:
         if self._escaped:
             exc = self._escaped[0]
-            raise AssertionError(f"an exception escaped the service's run: {exc!r}") from exc
+            raise UncaughtError(f"an exception escaped the service's run: {exc!r}") from exc
+
+    def _request(self) -> None:
+        self.request_stop(self.service)
 
     # -- rules -------------------------------------------------------------------------
 
-    @precondition(lambda self: not self._expect_running)
+    @precondition(lambda self: self._run is None)
     @rule()
     def start(self) -> None:
         """Start a stopped service."""
-        self._expect_running = self.call(self._start)
+        self._run = self.call(self._start)
 
-    @precondition(lambda self: self._expect_running)
+    @precondition(lambda self: self._run is None)
+    @rule()
+    def stop_while_stopped(self) -> None:
+        """A stop before any start, after a stop or after a failed start does nothing.
+
+        Except to a service that is not restartable: it is spent, and the next start
+        uses a new one.
+        """
+        self.call(lambda: self._stop("stop while stopped", self._request))
+        self._has_run = True
+
+    @precondition(lambda self: self._run is None)
+    @rule()
+    def stop_as_it_starts(self) -> None:
+        """A stop requested from inside ``started()``, before ``nursery.start`` returns."""
+
+        async def step() -> None:
+            if await self._start(stop_on_started=True) is not None:
+                await self._stop("stop during start", lambda: None)
+
+        self.call(step)
+
+    @precondition(lambda self: self._run is not None)
+    @rule()
+    def stop(self) -> None:
+        """Stop a running service."""
+        self.call(lambda: self._stop("stop", self._request))
+
+    @precondition(lambda self: self._run is not None)
+    @rule()
+    def double_stop(self) -> None:
+        """Two stop requests at once, then one more once stopped: all legal."""
+
+        def request() -> None:
+            self._request()
+            self._request()
+
+        self.call(lambda: self._stop("stop; stop", request))
+        self.call(lambda: self._stop("stop after stopped", self._request))
+
+    @precondition(lambda self: self._run is not None)
+    @rule()
+    def restart(self) -> None:
+        """Stop, then start again at once."""
+        self.call(lambda: self._stop("stop before restart", self._request))
+        self._run = self.call(self._start)
+
+    @precondition(lambda self: self._run is not None)
+    @rule()
+    def cancel_enclosing_scope(self) -> None:
+        """Cancelling the scope around a run ends it without an error."""
+        self.call(lambda: self._stop("cancelling the enclosing scope", self.cancel_run))
+
+    # -- rules for rivertrio's own services ----------------------------------------------
+
+    @precondition(lambda self: self._flags and self._run is not None)
     @rule()
     def start_while_running(self) -> None:
         """A second run of a running service raises AlreadyRunningError."""
@@ -302,102 +487,46 @@ class ServiceLifecycleMachine(RuleBasedStateMachine, Generic[S]):
         async def step() -> None:
             try:
                 with trio.fail_after(self.start_timeout):
-                    await self._nursery.start(self._supervise, False)
+                    await self._host.nursery.start(self._supervise, _Run(), False)
             except AlreadyRunningError:
                 return
             raise AssertionError("a second run of a running service did not raise")
 
         self.call(step)
 
-    @precondition(lambda self: self._expect_running)
-    @rule()
-    def stop(self) -> None:
-        """Stop a running service."""
-        self.call(lambda: self._stop("stop()", self.service.stop))
-        self._expect_running = False
-
-    @precondition(lambda self: self._expect_running)
-    @rule()
-    def double_stop(self) -> None:
-        """stop() twice, then once more once stopped: all legal."""
-
-        def request() -> None:
-            self.service.stop()
-            self.service.stop()
-
-        self.call(lambda: self._stop("stop(); stop()", request))
-        self._expect_running = False
-        self.call(lambda: self._stop("stop() after stopped", self.service.stop))
-
-    @precondition(lambda self: not self._expect_running)
-    @rule()
-    def stop_while_stopped(self) -> None:
-        """stop() before any start, after a stop or after a failed start is a no-op."""
-        self.call(lambda: self._stop("stop() while stopped", self.service.stop))
-
-    @precondition(lambda self: not self._expect_running)
-    @rule()
-    def stop_as_it_starts(self) -> None:
-        """A stop issued while the service reports started, before start returns."""
-
-        async def step() -> None:
-            if await self._start(stop_on_started=True):
-                await self._stop("stop() during start", lambda: None)
-
-        self.call(step)
-
-    @precondition(lambda self: self._expect_running)
-    @rule()
-    def restart(self) -> None:
-        """Stop, then start again at once."""
-        self.call(lambda: self._stop("stop() before restart", self.service.stop))
-        self._expect_running = False
-        self._expect_running = self.call(self._start)
-
-    @precondition(lambda self: self._expect_running)
-    @rule()
-    def cancel_enclosing_scope(self) -> None:
-        """Cancelling the scope around a run stops the service without error."""
-
-        def request() -> None:
-            assert self._run_scope is not None
-            self._run_scope.cancel()
-
-        self.call(lambda: self._stop("cancelling the enclosing scope", request))
-        self._expect_running = False
-
-    @precondition(lambda self: not self._expect_running)
+    @precondition(lambda self: self._flags and self._run is None)
     @rule()
     def wait_started_then_start(self) -> None:
         """wait_started() before a start fires when it starts (not on a failed start)."""
 
-        async def step() -> bool:
+        async def step() -> _Run | None:
             fired = trio.Event()
             waiter_scope = trio.CancelScope()
 
             async def waiter(*, task_status: trio.TaskStatus[None]) -> None:
+                self._host.helper_task()
                 with waiter_scope:
                     task_status.started()
-                    await self.service.wait_started()
+                    await self._service.wait_started()
                     fired.set()
 
-            await self._nursery.start(waiter)
+            await self._host.nursery.start(waiter)
             try:
-                started = await self._start()
-                if not started and fired.is_set():
+                run = await self._start()
+                if run is None and fired.is_set():
                     raise AssertionError("wait_started() fired on a failed start")
-                if started:
+                if run is not None:
                     with trio.move_on_after(self.start_timeout):
                         await fired.wait()
                     if not fired.is_set():
                         raise AssertionError("wait_started() did not fire on start")
             finally:
                 waiter_scope.cancel()
-            return started
+            return run
 
-        self._expect_running = self.call(step)
+        self._run = self.call(step)
 
-    @precondition(lambda self: self._expect_running)
+    @precondition(lambda self: self._flags and self._run is not None)
     @rule()
     def wait_started_while_running(self) -> None:
         """wait_started() on a started service returns at once."""
@@ -405,22 +534,29 @@ class ServiceLifecycleMachine(RuleBasedStateMachine, Generic[S]):
         async def step() -> None:
             try:
                 with trio.fail_after(self.start_timeout):
-                    await self.service.wait_started()
+                    await self._service.wait_started()
             except trio.TooSlowError:
-                raise AssertionError("wait_started() on a started service blocked") from None
+                raise HangError("wait_started() on a started service blocked") from None
 
         self.call(step)
 
     @invariant()
     def contract_holds(self) -> None:
-        """No exception escaped a run, and the flags match the model."""
+        """No exception escaped a run, the flags match the model, no run ended by itself."""
         self._check_nothing_escaped()
-        started, stopped = trio.from_thread.run_sync(
-            lambda: (self.service.started, self.service.stopped), trio_token=self._token
-        )
-        expected = self._expect_running
-        if (started, stopped) != (expected, not expected):
+
+        def observe() -> tuple[bool, bool, bool]:
+            ended = self._run is not None and self._run.done.is_set()
+            if not self._flags:
+                return ended, False, False
+            return ended, self._service.started, self._service.stopped
+
+        ended, started, stopped = self._host.call_sync(observe)
+        expected = self._run is not None
+        if self._flags and (started, stopped) != (expected, not expected):
             raise AssertionError(
                 f"expected started={expected}, stopped={not expected}; "
                 f"the service says started={started}, stopped={stopped}"
             )
+        if ended:
+            raise AssertionError("the run returned although nobody asked it to stop")
