@@ -1,6 +1,8 @@
 """Shared fixtures: every test gets its own Postgres schema.
 
 The server is the one named by RIVERTRIO_DATABASE_URL, else the embedded one.
+Tests under tests/unit may not use it. support.programs adds the
+``requires_program`` mark, and pytester is there to test such plugins.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -15,6 +18,10 @@ from hypothesis import HealthCheck, settings
 import rivertrio
 from rivertrio._driver import Driver, open_driver
 from rivertrio.embedded import DATABASE_URL_ENV, embedded_url
+
+pytest_plugins = ["pytester", "support.programs"]
+
+UNIT = Path(__file__).parent / "unit"
 
 settings.register_profile(
     "ci", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
@@ -64,3 +71,16 @@ async def driver(database_url: str, migrated_schema: str) -> AsyncIterator[Drive
     """A driver on this test's migrated schema."""
     async with open_driver(database_url, schema=migrated_schema) as d:
         yield d
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The unit shelf runs with no database: a test there that asks for one is misplaced."""
+    misplaced = [
+        item.nodeid
+        for item in items
+        if item.path.is_relative_to(UNIT) and "database_url" in getattr(item, "fixturenames", ())
+    ]
+    if misplaced:
+        raise pytest.UsageError(
+            "tests under tests/unit use a database (move them to tests/db): " + ", ".join(misplaced)
+        )

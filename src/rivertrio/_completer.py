@@ -24,11 +24,12 @@ from typing import Any, Protocol, TypeVar
 
 import trio
 
-from ._driver._jobs import complete_jobs
+from ._driver._completer import complete_jobs
 from ._events import Event, EventKind, JobStats, Outcome, OutcomeKind, QueueEvent
 from ._exceptions import ConfigError, DatabaseConnectionError, DatabaseError
 from ._job import JobRow, JobState
 from ._service import Service
+from ._validate import duration, integer
 
 __all__ = ["Completer", "CompleterCounters", "CompletionDriver", "CompletionItem"]
 
@@ -155,14 +156,14 @@ class Completer(Service):
         final_flush_timeout: float = 15.0,
     ) -> None:
         super().__init__()
-        _check_int("batch_size", batch_size, 1)
-        _check_int("backlog", backlog, 0)
-        _check_int("max_attempts", max_attempts, 1)
-        _check_positive("flush_interval", flush_interval)
-        _check_positive("retry_backoff", retry_backoff, zero_ok=True)
-        _check_positive("max_backoff", max_backoff, zero_ok=True)
-        _check_positive("attempt_timeout", attempt_timeout)
-        _check_positive("final_flush_timeout", final_flush_timeout)
+        integer("Completer batch_size", batch_size, ConfigError)
+        integer("Completer backlog", backlog, ConfigError, minimum=0)
+        integer("Completer max_attempts", max_attempts, ConfigError)
+        duration("Completer flush_interval", flush_interval, ConfigError)
+        duration("Completer retry_backoff", retry_backoff, ConfigError, at_least=0)
+        duration("Completer max_backoff", max_backoff, ConfigError, at_least=0)
+        duration("Completer attempt_timeout", attempt_timeout, ConfigError)
+        duration("Completer final_flush_timeout", final_flush_timeout, ConfigError)
         self._driver = driver
         self.batch_size = batch_size
         self.flush_interval = flush_interval
@@ -488,20 +489,3 @@ class Completer(Service):
                 "the subscription manager's channel is closed: %d events not delivered",
                 len(events),
             )
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"Completer {name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_positive(name: str, value: object, *, zero_ok: bool = False) -> None:
-    ok = (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and (value >= 0 if zero_ok else value > 0)
-    )
-    if not ok:
-        rule = ">= 0" if zero_ok else "> 0"
-        raise ConfigError(f"Completer {name} must be a finite number {rule} seconds, got {value!r}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import math
 import re
 import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -12,88 +11,47 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from ._driver._maintenance import CLIENT_ID_MARKER
+from ._driver._liveness import CLIENT_ID_MARKER
+from ._driver._topics import channel_problem
 from ._exceptions import ConfigError
 from ._retry import RetryPolicy, default_retry_policy
+from ._validate import MAX_ATTEMPTS, duration, integer, queue_name, schema_name_problem
 from ._worker import Workers
 
 if TYPE_CHECKING:
-    from ._insert import InsertOpts
-    from ._job import JobArgs, JobRow
+    from ._args import InsertParams
+    from ._job import JobRow
 
 __all__ = [
-    "MAX_QUEUE_NAME_LENGTH",
     "MAX_WORKERS",
+    "REINDEXER_INDEX_NAMES_DEFAULT",
+    "REINDEXER_SCHEDULE_DEFAULT",
     "Config",
     "ErrorHandler",
     "ErrorHandlerResult",
     "PeriodicJob",
     "PeriodicJobConstructor",
     "QueueConfig",
-    "queue_name_problem",
 ]
 
 MAX_WORKERS = 10_000
-MAX_QUEUE_NAME_LENGTH = 64
 MAX_CLIENT_ID_LENGTH = 100
 MIN_FETCH_COOLDOWN = 0.001
 
-# The documented rule is ^[a-z0-9]+(?:[_-]?[a-z0-9]+)*$. That form backtracks
-# exponentially on a near-miss such as "aaaa...a!"; this one accepts exactly the
-# same names (alphanumeric runs joined by single '_' or '-') in linear time.
-_QUEUE_NAME = re.compile(r"[a-z0-9]+(?:[_-][a-z0-9]+)*")
-# An unquoted Postgres identifier; 63 bytes is Postgres' NAMEDATALEN - 1.
-_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
-_MAX_IDENTIFIER = 63
+#: River's reindexer schedule: daily at midnight UTC.
+REINDEXER_SCHEDULE_DEFAULT = "0 0 * * *"
 
-
-def queue_name_problem(name: object) -> str | None:
-    """Why `name` is not a valid queue name, or None if it is."""
-    if not isinstance(name, str):
-        return f"queue name must be a string, not {type(name).__name__}"
-    if not name or len(name) > MAX_QUEUE_NAME_LENGTH:
-        return (
-            f"queue name {name!r} must be 1 to {MAX_QUEUE_NAME_LENGTH} characters "
-            f"(it has {len(name)})"
-        )
-    if not _QUEUE_NAME.fullmatch(name):
-        return (
-            f"queue name {name!r} is invalid: it must match ^[a-z0-9]+(?:[_-]?[a-z0-9]+)*$ "
-            "(lowercase letters and digits, single '_' or '-' between them)"
-        )
-    return None
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _duration(
-    name: str,
-    value: object,
-    *,
-    optional: bool = False,
-    positive: bool = False,
-    minimum: float = 0.0,
-) -> float | None:
-    """Validate a duration field; returns it as a float (or None if allowed)."""
-    if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"{name} must be a number of seconds, not None")
-    if not _is_number(value):
-        raise ConfigError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    seconds = float(value)  # type: ignore[arg-type]
-    if not math.isfinite(seconds):
-        hint = " (use None for no limit)" if optional else ""
-        raise ConfigError(f"{name} must be finite, got {value!r}{hint}")
-    if positive and seconds <= 0:
-        raise ConfigError(f"{name} must be greater than 0 seconds, got {value!r}")
-    if seconds < minimum:
-        if minimum == 0:
-            raise ConfigError(f"{name} must not be negative, got {value!r}")
-        raise ConfigError(f"{name} must be at least {minimum} seconds, got {value!r}")
-    return seconds
+#: The indexes of ``river_job`` that River's reindexer rebuilds by default:
+#: those that bloat as jobs churn through the table.
+REINDEXER_INDEX_NAMES_DEFAULT: tuple[str, ...] = (
+    "river_job_args_index",
+    "river_job_kind",
+    "river_job_metadata_index",
+    "river_job_pkey",
+    "river_job_prioritized_fetching_index",
+    "river_job_state_and_finalized_at_index",
+    "river_job_unique_idx",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,19 +72,21 @@ class QueueConfig:
     fetch_poll_interval: float | None = None
 
     def __post_init__(self) -> None:
-        mw = self.max_workers
-        if not isinstance(mw, int) or isinstance(mw, bool):
-            raise ConfigError(f"max_workers must be an int, not {type(mw).__name__}")
-        if not 1 <= mw <= MAX_WORKERS:
-            raise ConfigError(f"max_workers must be between 1 and {MAX_WORKERS:,}, got {mw}")
-        cooldown = _duration(
-            "fetch_cooldown", self.fetch_cooldown, optional=True, minimum=MIN_FETCH_COOLDOWN
+        integer("max_workers", self.max_workers, ConfigError, maximum=MAX_WORKERS)
+        inherit = "to use the Config's"
+        cooldown = duration(
+            "fetch_cooldown",
+            self.fetch_cooldown,
+            ConfigError,
+            at_least=MIN_FETCH_COOLDOWN,
+            none=inherit,
         )
-        poll = _duration(
+        poll = duration(
             "fetch_poll_interval",
             self.fetch_poll_interval,
-            optional=True,
-            minimum=MIN_FETCH_COOLDOWN,
+            ConfigError,
+            at_least=MIN_FETCH_COOLDOWN,
+            none=inherit,
         )
         if cooldown is not None and poll is not None and poll < cooldown:
             raise ConfigError(
@@ -151,7 +111,7 @@ ErrorHandler: TypeAlias = Callable[
 ]
 
 #: Builds a periodic job's args (optionally with insert options), or None to skip a firing.
-PeriodicJobConstructor: TypeAlias = Callable[[], "JobArgs | tuple[JobArgs, InsertOpts] | None"]
+PeriodicJobConstructor: TypeAlias = Callable[[], "InsertParams | None"]
 
 
 def _cron_is_valid(expression: str) -> bool:
@@ -159,6 +119,46 @@ def _cron_is_valid(expression: str) -> bool:
     # separate package), and this is the only use of it here.
     croniter: Any = importlib.import_module("croniter").croniter
     return bool(croniter.is_valid(expression))
+
+
+def reindexer_settings(
+    schedule: object, index_names: object, timeout: object
+) -> tuple[float | str | None, tuple[str, ...], float | None]:
+    """The reindexer's settings checked and normalised: (schedule, index names, timeout).
+
+    None index names become River's default list.
+
+    Raises:
+        ConfigError: A setting is invalid; the message names it.
+    """
+    when: float | str | None
+    if isinstance(schedule, str):
+        if not _cron_is_valid(schedule):
+            raise ConfigError(f"reindexer_schedule {schedule!r} is not a valid cron expression")
+        when = schedule
+    else:
+        when = duration(
+            "reindexer_schedule",
+            schedule,
+            ConfigError,
+            none="to turn the reindexer off",
+            hint=" (a cron expression string is also accepted)",
+        )
+    if index_names is None:
+        names = REINDEXER_INDEX_NAMES_DEFAULT
+    elif isinstance(index_names, str | bytes) or not isinstance(index_names, Sequence):
+        raise ConfigError("reindexer_index_names must be a list of index names, or None")
+    else:
+        names = tuple(index_names)
+        for name in names:
+            # An index name is an identifier, as a schema name is: the same rule.
+            problem = schema_name_problem(name)
+            if problem is not None:
+                raise ConfigError(
+                    "reindexer_index_names: " + problem.replace("schema name", "index name")
+                )
+    seconds = duration("reindexer_timeout", timeout, ConfigError, none="for no limit")
+    return when, names, seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +191,7 @@ class PeriodicJob:
                     f"PeriodicJob.schedule {schedule!r} is not a valid cron expression"
                 )
         else:
-            interval = _duration("PeriodicJob.schedule", schedule, positive=True)
+            interval = duration("PeriodicJob.schedule", schedule, ConfigError)
             object.__setattr__(self, "schedule", interval)
         if not callable(self.constructor):
             raise ConfigError(
@@ -244,8 +244,8 @@ class Config:
     queues: Mapping[str, QueueConfig] = field(default_factory=dict)
     workers: Workers | None = None
     # River's minimum, not its 0.1 s default: insert notifications are spaced by
-    # it, and 0.1 s made cross-process start latency ~50 ms at 200 jobs/s (issue 6
-    # wants under 5 ms). Producers still batch under load (see Producer).
+    # it, and 0.1 s made cross-process start latency ~50 ms at 200 jobs/s (the aim
+    # is under 5 ms). Producers still batch under load (see Producer).
     fetch_cooldown: float = 0.001
     fetch_poll_interval: float = 1.0
     job_timeout: float | None = 60.0
@@ -257,6 +257,15 @@ class Config:
     completed_job_retention: float | None = 86400.0
     cancelled_job_retention: float | None = 86400.0
     discarded_job_retention: float | None = 604800.0
+    reindexer_schedule: float | str | None = REINDEXER_SCHEDULE_DEFAULT
+    """When the leader rebuilds River's bloat-prone indexes: a cron expression
+    (UTC), or an interval in seconds; None turns the reindexer off. River's
+    default: daily at midnight UTC."""
+    reindexer_index_names: Sequence[str] | None = None
+    """The indexes it rebuilds, one at a time; None for River's default list
+    (`REINDEXER_INDEX_NAMES_DEFAULT`), an empty list to rebuild none."""
+    reindexer_timeout: float | None = 60.0
+    """Longest one rebuild may take, in seconds (River's 60 s); None for no limit."""
     soft_stop_timeout: float | None = None
     poll_only: bool = False
     schema: str | None = None
@@ -265,6 +274,10 @@ class Config:
     """Connections in the client's pool; None = 6 + one per queue. Of them, 2 + one
     per queue are kept from transaction blocks for the client's own fetches,
     completions and election."""
+    insert_coalesce_window: float = 0.0002
+    """Seconds that concurrent `Client.insert` calls may wait to be sent together in one
+    statement (at most 500 jobs); 0 sends each on its own. A call with no other insert
+    of the client in flight is sent at once, so a lone caller never waits."""
 
     def __post_init__(self) -> None:
         self._resolve_id()
@@ -311,9 +324,7 @@ class Config:
             )
         queues = dict(self.queues)
         for name, queue_config in queues.items():
-            problem = queue_name_problem(name)
-            if problem is not None:
-                raise ConfigError(f"queues: {problem}")
+            queue_name(name, ConfigError, where="queues: ")
             if not isinstance(queue_config, QueueConfig):
                 raise ConfigError(
                     f"queues[{name!r}] must be a QueueConfig, not {type(queue_config).__name__}"
@@ -341,12 +352,15 @@ class Config:
         def put(name: str, value: float | None) -> None:
             object.__setattr__(self, name, value)
 
-        cooldown = _duration("fetch_cooldown", self.fetch_cooldown, minimum=MIN_FETCH_COOLDOWN)
-        poll = _duration(
-            "fetch_poll_interval", self.fetch_poll_interval, minimum=MIN_FETCH_COOLDOWN
+        cooldown = duration(
+            "fetch_cooldown", self.fetch_cooldown, ConfigError, at_least=MIN_FETCH_COOLDOWN
         )
-        assert cooldown is not None
-        assert poll is not None
+        poll = duration(
+            "fetch_poll_interval",
+            self.fetch_poll_interval,
+            ConfigError,
+            at_least=MIN_FETCH_COOLDOWN,
+        )
         if poll < cooldown:
             raise ConfigError(
                 f"fetch_poll_interval ({poll}) must be >= fetch_cooldown ({cooldown})"
@@ -365,28 +379,41 @@ class Config:
                     f"queues[{name!r}].fetch_poll_interval ({eff_poll}) must be >= "
                     f"its fetch_cooldown ({eff_cooldown})"
                 )
-        timeout = _duration("job_timeout", self.job_timeout, optional=True, positive=True)
+        timeout = duration("job_timeout", self.job_timeout, ConfigError, none="for no limit")
         put("job_timeout", timeout)
-        rescue = _duration("rescue_stuck_jobs_after", self.rescue_stuck_jobs_after, positive=True)
-        assert rescue is not None
+        rescue = duration("rescue_stuck_jobs_after", self.rescue_stuck_jobs_after, ConfigError)
         if timeout is not None and rescue < timeout:
             raise ConfigError(
                 f"rescue_stuck_jobs_after ({rescue}) must be >= job_timeout ({timeout}): "
                 "jobs would be rescued while still within their timeout"
             )
         put("rescue_stuck_jobs_after", rescue)
-        for name in (
-            "completed_job_retention",
-            "cancelled_job_retention",
-            "discarded_job_retention",
-            "soft_stop_timeout",
+        for name, none in (
+            ("completed_job_retention", "to keep them forever"),
+            ("cancelled_job_retention", "to keep them forever"),
+            ("discarded_job_retention", "to keep them forever"),
+            ("soft_stop_timeout", "for no limit"),
         ):
-            put(name, _duration(name, getattr(self, name), optional=True))
+            put(name, duration(name, getattr(self, name), ConfigError, at_least=0, none=none))
+        window = duration(
+            "insert_coalesce_window", self.insert_coalesce_window, ConfigError, at_least=0
+        )
+        if window > 1:
+            raise ConfigError(
+                f"insert_coalesce_window must be at most 1 second, got {window:g}: every "
+                "concurrent insert may wait that long"
+            )
+        put("insert_coalesce_window", window)
 
     def _check_rest(self) -> None:
-        ma = self.max_attempts
-        if not isinstance(ma, int) or isinstance(ma, bool) or not 1 <= ma <= 32767:
-            raise ConfigError(f"max_attempts must be an int from 1 to 32767, got {ma!r}")
+        schedule, names, timeout = reindexer_settings(
+            self.reindexer_schedule, self.reindexer_index_names, self.reindexer_timeout
+        )
+        object.__setattr__(self, "reindexer_schedule", schedule)
+        if self.reindexer_index_names is not None:
+            object.__setattr__(self, "reindexer_index_names", names)
+        object.__setattr__(self, "reindexer_timeout", timeout)
+        integer("max_attempts", self.max_attempts, ConfigError, maximum=MAX_ATTEMPTS)
         if not callable(self.retry_policy):
             raise ConfigError("retry_policy must be a callable (job) -> seconds")
         if self.error_handler is not None:
@@ -412,28 +439,23 @@ class Config:
                     raise ConfigError(f"periodic_jobs: id {job.id!r} is used twice")
                 seen.add(job.id)
         object.__setattr__(self, "periodic_jobs", periodic)
-        size = self.pool_size
-        least = self.reserved_connections + 1
-        if size is not None and (
-            not isinstance(size, int) or isinstance(size, bool) or not least <= size <= 10_000
-        ):
-            raise ConfigError(
-                f"pool_size must be an int from {least} to 10000, got {size!r}: the client "
-                f"keeps {least - 1} connections (2 + one per queue) for its own fetches, "
-                "completions and election, and transaction blocks need at least one more"
+        if self.pool_size is not None:
+            integer(
+                "pool_size",
+                self.pool_size,
+                ConfigError,
+                minimum=self.reserved_connections + 1,
+                maximum=10_000,
+                hint=f": the client keeps {self.reserved_connections} connections (2 + one per "
+                "queue) for its own fetches, completions and election, and transaction blocks "
+                "need at least one more",
             )
         if not isinstance(self.poll_only, bool):
             raise ConfigError(f"poll_only must be a bool, not {type(self.poll_only).__name__}")
-        schema = self.schema
-        if schema is not None and (
-            not isinstance(schema, str)
-            or not _SCHEMA_NAME.fullmatch(schema)
-            or len(schema.encode()) > _MAX_IDENTIFIER
-        ):
-            raise ConfigError(
-                f"schema {schema!r} is not a valid Postgres identifier: a letter or '_', then "
-                f"letters, digits, '_' or '$', at most {_MAX_IDENTIFIER} bytes"
-            )
+        if self.schema is not None:
+            problem = schema_name_problem(self.schema) or channel_problem(self.schema)
+            if problem is not None:
+                raise ConfigError(f"schema {problem}")
         cid = self.id
         if self.poll_only and isinstance(cid, str) and cid.endswith(CLIENT_ID_MARKER):
             raise ConfigError(

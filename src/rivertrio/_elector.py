@@ -1,7 +1,7 @@
 """Leader election on ``river_leader``: exactly one client runs maintenance.
 
-The protocol is River's (SCHEMA.md, "Leadership"). The table holds at most one
-row. A candidate deletes an expired row and inserts itself; the leader extends
+The protocol is River's, so rivertrio and River clients elect one leader
+between them. The table holds at most one row. A candidate deletes an expired row and inserts itself; the leader extends
 ``expires_at`` every `elect_interval` seconds, but only while the row still
 holds its own term (``leader_id`` and ``elected_at``); a leader that cannot do
 so within its `ttl` steps down on its own; a stopping leader deletes its term
@@ -35,19 +35,19 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._driver._maintenance import CLIENT_ID_MARKER, elect, reelect, resign
+from ._driver._leadership import elect, reelect, resign
+from ._driver._liveness import CLIENT_ID_MARKER
+from ._driver._topics import LEADERSHIP_TOPIC
 from ._exceptions import ConfigError, DatabaseError
-from ._maintenance._base import Counter, cancel_on, check_interval
-from ._service import Service
+from ._service import Counter, Service, cancel_on
+from ._validate import duration
 
 if TYPE_CHECKING:
     from ._driver import Driver
 
-__all__ = ["LEADERSHIP_TOPIC", "Elector", "Term", "request_resign"]
+__all__ = ["Elector", "Term", "request_resign"]
 
 log = logging.getLogger("rivertrio.elector")
-
-LEADERSHIP_TOPIC = "river_leadership"
 
 # A resigning leader wakes every candidate at once; a short random delay keeps
 # them from all bidding in the same millisecond (River does the same).
@@ -119,8 +119,8 @@ class Elector(Service):
         super().__init__()
         self._driver = driver
         self.client_id = client_id
-        self.elect_interval = check_interval("elect_interval", elect_interval)
-        self.ttl = check_interval("ttl", ttl)
+        self.elect_interval = duration("elect_interval", elect_interval, ConfigError)
+        self.ttl = duration("ttl", ttl, ConfigError)
         if self.ttl <= self.elect_interval:
             raise ConfigError(
                 f"ttl ({ttl}) must be greater than elect_interval ({elect_interval}): "

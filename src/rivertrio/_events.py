@@ -63,9 +63,10 @@ class OutcomeKind(enum.StrEnum):
 class Outcome:
     """An attempt's result, sent by a job task to the completer.
 
-    The database turns it into the row's next state (see SCHEMA.md): a failure
-    becomes retryable, available or discarded; anything but completion becomes
-    cancelled when cancellation was requested while the job ran.
+    The database turns it into the row's next state: a failure becomes
+    retryable, available (next retry within 5 s) or discarded (no attempts
+    left); anything but completion becomes cancelled when cancellation was
+    requested while the job ran.
     """
 
     job: JobRow

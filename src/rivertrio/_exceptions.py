@@ -16,7 +16,19 @@ class InvalidInputError(RivertrioError, ValueError):
 
 
 class DatabaseError(RivertrioError):
-    """A statement failed in Postgres."""
+    """A statement failed in Postgres.
+
+    Args:
+        message: What failed, and why.
+        sqlstate: The SQLSTATE code Postgres reported, if it reported one.
+    """
+
+    sqlstate: str | None
+    """The SQLSTATE code Postgres reported (``"23505"``: a unique violation), or None."""
+
+    def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
 
 
 class DatabaseConnectionError(DatabaseError):
@@ -49,3 +61,30 @@ class QueueNotFoundError(NotFoundError):
 
 class AlreadyRunningError(RivertrioError, RuntimeError):
     """``run`` was called while a previous run of the same service is in progress."""
+
+
+class MigrationError(RivertrioError):
+    """A migration cannot run as asked, given what the database already holds."""
+
+
+class JobTimeoutError(RivertrioError, TimeoutError):
+    """A job ran longer than its timeout and was cancelled."""
+
+
+class WorkResultError(RivertrioError, TypeError):
+    """A worker's ``work`` returned an awaitable instead of awaiting it."""
+
+
+class JobDecodeError(RivertrioError, ValueError):
+    """A fetched job's args or metadata cannot be decoded: the job fails without running.
+
+    Raised for rows written by hand or by another client (args that are not a
+    JSON object, a missing field, a value of the wrong type, nesting too deep
+    for Python's json module). The message names the problem; the failure is
+    recorded in the job's errors and retried by the retry policy, since a new
+    version of the args class may decode it.
+    """
+
+
+class LivenessError(RivertrioError):
+    """Another live session holds this client id's liveness lock: the id is in use."""

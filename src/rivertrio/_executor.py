@@ -7,43 +7,38 @@ import json
 import logging
 import math
 import traceback
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._args import Job, JobArgs
 from ._events import Outcome, OutcomeKind
-from ._exceptions import RivertrioError, UnknownJobKindError
-from ._job import Job, JobArgs, JobDecodeError, JobRow, metadata_problem
-from ._retry import MAX_RETRY_DELAY, default_retry_policy
-from ._worker import JobCancel, JobSnooze, resolve_timeout
+from ._exceptions import JobDecodeError, JobTimeoutError, UnknownJobKindError, WorkResultError
+from ._job import JobRow, metadata_problem
+from ._retry import RetryPolicy, next_retry
+from ._worker import JobCancel, JobSnooze, Worker, Workers, resolve_timeout
 
 if TYPE_CHECKING:
-    from ._client import Client
-    from ._config import Config
+    from ._config import ErrorHandler
 
-__all__ = ["JobTimeoutError", "RunningJob", "WorkResultError", "current_client", "execute"]
+__all__ = ["RunningJob", "WorkConfig", "execute"]
 
 log = logging.getLogger("rivertrio.executor")
 
-_current_client: ContextVar[Client] = ContextVar("rivertrio_client")
 
+@dataclass(frozen=True, slots=True)
+class WorkConfig:
+    """What working a job needs from its client; the client builds it (so does `work_job`)."""
 
-def current_client() -> Client:
-    """The client running the current job, for workers that insert follow-up jobs.
-
-    Raises:
-        RuntimeError: Called outside a job run by a rivertrio client.
-    """
-    try:
-        return _current_client.get()
-    except LookupError:
-        raise RuntimeError("current_client() is only available inside a job's work()") from None
-
-
-class JobTimeoutError(RivertrioError, TimeoutError):
-    """A job ran longer than its timeout and was cancelled."""
+    workers: Workers | None
+    job_timeout: float | None
+    retry_policy: RetryPolicy
+    error_handler: ErrorHandler | None
+    enter_job: Callable[[], object]
+    """Called in each job's own task before its work: binds ``current_client()`` there."""
 
 
 class RunningJob:
@@ -117,7 +112,7 @@ def _propagates(error: BaseException) -> bool:
     return False
 
 
-async def execute(client: Client, config: Config, handle: RunningJob) -> Outcome:
+async def execute(config: WorkConfig, handle: RunningJob) -> Outcome:
     """Work one fetched job and return its outcome. A checkpoint.
 
     Every failure of the job itself becomes a FAILED outcome: a worker error, args
@@ -137,7 +132,7 @@ async def execute(client: Client, config: Config, handle: RunningJob) -> Outcome
     warning: it delays stopping for as long as it keeps going.
     """
     row = handle.row
-    _current_client.set(client)
+    config.enter_job()
     started = trio.current_time()
     wait = 0.0
     if row.attempted_at is not None:
@@ -155,7 +150,7 @@ async def execute(client: Client, config: Config, handle: RunningJob) -> Outcome
         )
 
     job: Job[Any] | None = None
-    worker: Any = None
+    worker: Worker[Any] | None = None
     try:
         entry = config.workers.get(row.kind) if config.workers is not None else None
         if entry is None:
@@ -169,7 +164,9 @@ async def execute(client: Client, config: Config, handle: RunningJob) -> Outcome
                 scope.deadline = started + timeout
             if handle.cancel_requested:
                 scope.cancel()
-            result = await worker.work(job)
+            # Typed to return None, but user code may return anything: judged below.
+            work: Callable[[Job[Any]], Awaitable[object]] = worker.work
+            result = await work(job)
         handle.scope = None
         if not scope.cancelled_caught:
             if scope.cancel_called or trio.current_effective_deadline() == -math.inf:
@@ -284,17 +281,13 @@ def _warn_cancellation_ignored(
     )
 
 
-class WorkResultError(RivertrioError, TypeError):
-    """A worker's ``work`` returned an awaitable instead of awaiting it."""
-
-
 async def _failed(
-    config: Config,
+    config: WorkConfig,
     row: JobRow,
     job: Job[Any] | None,
-    worker: Any,
+    worker: Worker[Any] | None,
     error: BaseException,
-    outcome: Any,
+    outcome: Callable[..., Outcome],
 ) -> Outcome:
     error_text = _error_json(row, error)
     # The hooks below are user code too: whatever they do, the job's outcome
@@ -308,30 +301,6 @@ async def _failed(
             log.exception("the error handler raised for job %d; applying the retry policy", row.id)
         else:
             if getattr(result, "set_cancelled", False) is True:
-                return outcome(OutcomeKind.CANCELLED, error=error_text)  # type: ignore[no-any-return]
-    retry_at: datetime | None = None
-    if worker is not None and job is not None:
-        try:
-            retry_at = worker.next_retry(job)
-            if retry_at is not None and (
-                not isinstance(retry_at, datetime) or retry_at.utcoffset() is None
-            ):
-                raise TypeError(f"next_retry returned {retry_at!r}, not an aware datetime or None")
-        except Exception:
-            retry_at = None
-            log.exception("next_retry failed for job %d; applying the retry policy", row.id)
-        if retry_at is not None and retry_at <= datetime.now(UTC):
-            retry_at = None  # a time in the past falls back to the policy
-    delay: float | None = None
-    if retry_at is None:
-        try:
-            delay = float(config.retry_policy(row))
-            if not math.isfinite(delay) or delay < 0:
-                raise ValueError(f"the retry policy returned {delay!r} seconds")
-            delay = min(delay, MAX_RETRY_DELAY)  # beyond it Postgres' timestamps overflow
-        except Exception:
-            log.exception("the retry policy failed for job %d; using the default", row.id)
-            delay = default_retry_policy(row)
-    return outcome(  # type: ignore[no-any-return]
-        OutcomeKind.FAILED, error=error_text, retry_at=retry_at, delay=delay
-    )
+                return outcome(OutcomeKind.CANCELLED, error=error_text)
+    retry = next_retry(row, job, worker, config.retry_policy, now=datetime.now(UTC))
+    return outcome(OutcomeKind.FAILED, error=error_text, retry_at=retry.at, delay=retry.delay)

@@ -1,22 +1,34 @@
-"""Inserting jobs: options, their resolution and validation, and the insert statements."""
+"""Inserting jobs: options resolved (call, args class, config, defaults), and the inserts."""
 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._config import queue_name_problem
-from ._driver import Tx
-from ._driver._copy import copy_jobs, insert_jobs_atomic
-from ._driver._jobs import InsertRows
-from ._exceptions import DatabaseError, InvalidInputError, UnknownJobKindError
-from ._job import JobArgs, JobRow, JobState, encode_args, json_value_problem
+from ._args import InsertOpts, InsertParams, JobArgs, encode_args, encode_metadata
+from ._coalesce import Coalescer
+from ._driver import RELEASE_TIMEOUT, Queryable
+from ._driver._errors import map_error
+from ._driver._insert import (
+    JobToInsert,
+    available_queues,
+    copy_jobs,
+    insert_each,
+    insert_jobs,
+)
+from ._driver._topics import INSERT_TOPIC
+from ._exceptions import (
+    DatabaseConnectionError,
+    DatabaseError,
+    InvalidInputError,
+    UnknownJobKindError,
+)
+from ._job import JobRow
 from ._unique import UniqueOpts, unique_key
 
 if TYPE_CHECKING:
@@ -25,142 +37,12 @@ if TYPE_CHECKING:
     from ._config import Config
     from ._driver import Driver
 
-__all__ = [
-    "DEFAULT_PRIORITY",
-    "DEFAULT_QUEUE",
-    "InsertOpts",
-    "InsertParams",
-    "InsertResult",
-    "Inserter",
-    "validate_tags",
-]
+__all__ = ["DEFAULT_PRIORITY", "DEFAULT_QUEUE", "InsertResult", "Inserter", "prepare_job"]
 
 DEFAULT_QUEUE = "default"
 DEFAULT_PRIORITY = 1
-MIN_PRIORITY, MAX_PRIORITY = 1, 4
-MAX_ATTEMPTS_LIMIT = 32767  # river_job.max_attempts is a smallint
-MAX_TAG_LENGTH = 255
-
-# River's rule, with ASCII \w as in Go; fullmatch so a trailing newline fails too.
-_TAG = re.compile(r"[\w][\w\-]+[\w]", re.ASCII)
-
-INSERT_TOPIC = "river_insert"
-
-
-def validate_tags(tags: object, where: str = "tags") -> tuple[str, ...]:
-    """Check a list of tags (each at most 255 characters, matching ``^[\\w][\\w\\-]+[\\w]$``).
-
-    Raises:
-        InvalidInputError: Not a list of strings, or a tag breaks the rule.
-    """
-    if isinstance(tags, str | bytes) or not isinstance(tags, Sequence | set | frozenset):
-        raise InvalidInputError(f"{where} must be a list of strings, not {type(tags).__name__}")
-    checked: list[str] = []
-    for tag in tags:
-        if not isinstance(tag, str):
-            raise InvalidInputError(f"{where}: tag {tag!r} is not a string")
-        if len(tag) > MAX_TAG_LENGTH:
-            raise InvalidInputError(
-                f"{where}: tag {tag[:20]!r}... is {len(tag)} characters long; "
-                f"at most {MAX_TAG_LENGTH} are allowed"
-            )
-        if not _TAG.fullmatch(tag):
-            raise InvalidInputError(
-                f"{where}: tag {tag!r} is invalid: it must match ^[\\w][\\w\\-]+[\\w]$ "
-                "(at least 3 characters: letters, digits, '_', '-' inside)"
-            )
-        checked.append(tag)
-    return tuple(checked)
-
-
-def _encode_metadata(metadata: object, where: str = "metadata") -> str:
-    if not isinstance(metadata, Mapping):
-        raise InvalidInputError(
-            f"{where} must be a JSON object (a dict), not {type(metadata).__name__}"
-        )
-    for key in metadata:
-        if not isinstance(key, str):
-            raise InvalidInputError(f"{where} key {key!r} is not a string")
-    problem = json_value_problem(dict(metadata))
-    if problem is not None:
-        raise InvalidInputError(f"{where} {problem}")
-    try:
-        return json.dumps(dict(metadata), allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise InvalidInputError(f"{where} does not encode to JSON: {exc}") from exc
-
-
-@dataclass(frozen=True, slots=True)
-class InsertOpts:
-    """Options of one insert. Unset fields (None) fall back, field by field, to the
-    args class's ``insert_opts``, then the config, then the default.
-
-    Args:
-        queue: The queue; default ``"default"``.
-        priority: 1 (first) to 4; default 1.
-        scheduled_at: When the job becomes due (timezone-aware); in the future
-            makes it ``scheduled``.
-        max_attempts: 1 to 32767; default the config's ``max_attempts`` (25).
-        tags: Each at most 255 characters matching ``^[\\w][\\w\\-]+[\\w]$``.
-        metadata: A JSON object stored with the job.
-        unique: Uniqueness options (see `UniqueOpts`).
-        pending: Insert as ``pending``: never fetched until moved out of it.
-
-    Raises:
-        InvalidInputError: A field is invalid; the message names it.
-    """
-
-    queue: str | None = None
-    priority: int | None = None
-    scheduled_at: datetime | None = None
-    max_attempts: int | None = None
-    tags: Sequence[str] | None = None
-    metadata: Mapping[str, Any] | None = None
-    unique: UniqueOpts | None = None
-    pending: bool = False
-
-    def __post_init__(self) -> None:
-        if self.queue is not None:
-            problem = queue_name_problem(self.queue)
-            if problem is not None:
-                raise InvalidInputError(f"queue: {problem}")
-        p = self.priority
-        if p is not None and (
-            not isinstance(p, int) or isinstance(p, bool) or not MIN_PRIORITY <= p <= MAX_PRIORITY
-        ):
-            raise InvalidInputError(
-                f"priority must be an int between {MIN_PRIORITY} and {MAX_PRIORITY}, got {p!r}"
-            )
-        at = self.scheduled_at
-        if at is not None:
-            if not isinstance(at, datetime):
-                raise InvalidInputError(f"scheduled_at must be a datetime, not {type(at).__name__}")
-            if at.tzinfo is None or at.utcoffset() is None:
-                raise InvalidInputError(
-                    f"scheduled_at must be timezone-aware (e.g. datetime.now(UTC)), got {at!r}"
-                )
-        ma = self.max_attempts
-        if ma is not None and (
-            not isinstance(ma, int) or isinstance(ma, bool) or not 1 <= ma <= MAX_ATTEMPTS_LIMIT
-        ):
-            raise InvalidInputError(
-                f"max_attempts must be an int between 1 and {MAX_ATTEMPTS_LIMIT}, got {ma!r}"
-            )
-        if self.tags is not None:
-            object.__setattr__(self, "tags", validate_tags(self.tags))
-        if self.metadata is not None:
-            # Decoded again so the stored options cannot change behind our back.
-            object.__setattr__(self, "metadata", json.loads(_encode_metadata(self.metadata)))
-        if self.unique is not None and not isinstance(self.unique, UniqueOpts):
-            raise InvalidInputError(
-                f"unique must be a rivertrio.UniqueOpts, not {type(self.unique).__name__}"
-            )
-        if not isinstance(self.pending, bool):
-            raise InvalidInputError(f"pending must be a bool, not {type(self.pending).__name__}")
-
-
-#: One job to insert: its args, or (args, options).
-InsertParams: TypeAlias = JobArgs | tuple[JobArgs, InsertOpts | None]
+#: Most jobs one coalesced insert statement carries.
+COALESCE_MAX = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,29 +53,52 @@ class InsertResult:
     unique_skipped_as_duplicate: bool
 
 
-@dataclass(slots=True)
-class _Prepared:
-    args: str
-    kind: str
-    max_attempts: int
-    metadata: str
-    priority: int
-    queue: str
-    scheduled_at: datetime | None
-    pending: bool
-    tags: str
-    unique_key: bytes | None
-    unique_states: str | None
+def _dedupe(jobs: Sequence[JobToInsert]) -> tuple[list[JobToInsert], list[int]]:
+    """The jobs to send, each unique key once, and where each job's row will be among them.
+
+    Two rows with one unique key in one INSERT ... ON CONFLICT DO UPDATE would
+    fail the statement ("cannot affect row a second time"): each key is sent
+    once, and the later copies are reported as duplicates of the first.
+    """
+    sent: list[JobToInsert] = []
+    slot_of: list[int] = []
+    first_with_key: dict[bytes, int] = {}
+    for job in jobs:
+        if job.unique_key is not None:
+            slot = first_with_key.get(job.unique_key)
+            if slot is not None:
+                slot_of.append(slot)
+                continue
+            first_with_key[job.unique_key] = len(sent)
+        slot_of.append(len(sent))
+        sent.append(job)
+    return sent, slot_of
 
 
-def _job_row(rec: asyncpg.Record) -> JobRow:
-    fields: dict[str, Any] = dict(rec.items())
-    states = fields["unique_states"]
-    if states is not None and not isinstance(states, int):
-        # bit(8) arrives as an asyncpg BitString; hand JobRow the byte's value
-        # (BitString.as_string() groups the bits with spaces).
-        fields["unique_states"] = int.from_bytes(states.bytes, "big")
-    return JobRow.from_record(fields)
+def _results(
+    outcomes: Sequence[asyncpg.Record | Exception], slot_of: Sequence[int]
+) -> list[InsertResult | Exception]:
+    """Each job's result (or error), from the outcomes of the jobs sent."""
+    rows: dict[int, JobRow] = {}
+    results: list[InsertResult | Exception] = []
+    reported: set[int] = set()
+    for slot in slot_of:
+        outcome = outcomes[slot]
+        if isinstance(outcome, Exception):
+            results.append(outcome)
+            continue
+        row = rows.get(slot)
+        if row is None:
+            row = rows[slot] = JobRow.from_record(outcome)
+        is_later_copy = slot in reported
+        reported.add(slot)
+        results.append(
+            InsertResult(
+                job=row,
+                unique_skipped_as_duplicate=is_later_copy or outcome["unique_skipped_as_duplicate"],
+            )
+        )
+    return results
 
 
 def _pick(*values: Any) -> Any:
@@ -203,13 +108,90 @@ def _pick(*values: Any) -> Any:
     return None
 
 
+def prepare_job(args: object, opts: object, config: Config, now: datetime) -> JobToInsert:
+    """Check and resolve one job to insert (no I/O).
+
+    Each option comes from `opts`, else the args class's ``insert_opts``, else
+    the config (``max_attempts``), else the default. `now` is the insert time
+    that a unique period is counted from.
+
+    Raises:
+        InvalidInputError: Invalid args or options.
+        UnknownJobKindError: The config has workers and none works this kind.
+    """
+    if not isinstance(args, JobArgs):
+        raise InvalidInputError(
+            f"job args must be a rivertrio.JobArgs instance, not {type(args).__name__}"
+        )
+    if opts is not None and not isinstance(opts, InsertOpts):
+        raise InvalidInputError(
+            f"insert options must be a rivertrio.InsertOpts, not {type(opts).__name__}"
+        )
+    kind = type(args).kind
+    workers = config.workers
+    if workers is not None and kind not in workers:
+        raise UnknownJobKindError(
+            f"job kind {kind!r} has no registered worker; register one with "
+            f"workers.add(...) or @workers.register({type(args).__qualname__}) "
+            "(an insert-only client, with no workers, accepts any kind)"
+        )
+    encoded = encode_args(args)
+    cls_opts = type(args).insert_opts
+    if cls_opts is not None and not isinstance(cls_opts, InsertOpts):
+        raise InvalidInputError(
+            f"{type(args).__qualname__}.insert_opts must be a rivertrio.InsertOpts, "
+            f"not {type(cls_opts).__name__}"
+        )
+    layers = [o for o in (opts, cls_opts) if o is not None]
+
+    def field(name: str) -> Any:
+        return _pick(*(getattr(o, name) for o in layers))
+
+    queue: str = field("queue") or DEFAULT_QUEUE
+    scheduled_at: datetime | None = field("scheduled_at")
+    unique: UniqueOpts | None = field("unique")
+    tags: Sequence[str] = field("tags") or ()
+    metadata: Mapping[str, Any] = _pick(field("metadata"), {})
+    key: bytes | None = None
+    states: int | None = None
+    if unique is not None and not unique.is_empty:
+        key = unique_key(unique, kind=kind, encoded_args=encoded, queue=queue, now=now)
+        states = unique.states_bitmask
+    return JobToInsert(
+        args=encoded,
+        kind=kind,
+        max_attempts=_pick(field("max_attempts"), config.max_attempts),
+        metadata=encode_metadata(metadata),
+        priority=_pick(field("priority"), DEFAULT_PRIORITY),
+        queue=queue,
+        scheduled_at=None if scheduled_at is None else scheduled_at.astimezone(UTC),
+        pending=any(o.pending for o in layers),
+        tags=tuple(tags),
+        unique_key=key,
+        unique_states=states,
+    )
+
+
+class _Reservation:
+    """The insert notifications one statement may send, their queues' slots held meanwhile."""
+
+    __slots__ = ("now", "payloads", "previous", "queues")
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.queues: list[str] = []
+        self.payloads: list[str] = []
+        self.previous: list[float | None] = []
+
+
 class Inserter:
     """Builds and runs inserts for a client; see `insert`, `insert_many`, `insert_many_fast`.
 
     Args:
         driver: The database.
         config: Supplies the default max_attempts, the workers (to reject unknown
-            kinds), ``fetch_cooldown`` (to debounce notifications) and ``poll_only``.
+            kinds), ``fetch_cooldown`` (to debounce notifications), ``poll_only``
+            and ``insert_coalesce_window``.
         on_available: Called with the queues that got available jobs after each
             insert that committed within the call (not for a caller's transaction),
             to wake local producers without waiting for a notification.
@@ -229,65 +211,26 @@ class Inserter:
         self._on_available = on_available
         self._clock = clock
         self._last_notified: dict[str, float] = {}
+        self._channel = driver.channel(INSERT_TOPIC)
+        window = config.insert_coalesce_window
+        self._coalescer: Coalescer[JobToInsert, InsertResult] | None = (
+            Coalescer(
+                self._send_batch,
+                window=window,
+                max_size=COALESCE_MAX,
+                # A sent statement is held up to RELEASE_TIMEOUT after a
+                # cancellation (see Driver.run_held); waiting as long for its
+                # answer lets a cancelled caller still learn it.
+                settle_timeout=RELEASE_TIMEOUT + 1,
+                interrupted=_interrupted,
+            )
+            if window > 0
+            else None
+        )
 
     # --- validation and resolution (no I/O) ---
 
-    def _prepare(self, args: object, opts: object, now: datetime) -> _Prepared:
-        if not isinstance(args, JobArgs):
-            raise InvalidInputError(
-                f"job args must be a rivertrio.JobArgs instance, not {type(args).__name__}"
-            )
-        if opts is not None and not isinstance(opts, InsertOpts):
-            raise InvalidInputError(
-                f"insert options must be a rivertrio.InsertOpts, not {type(opts).__name__}"
-            )
-        kind = type(args).kind
-        workers = self._config.workers
-        if workers is not None and kind not in workers:
-            raise UnknownJobKindError(
-                f"job kind {kind!r} has no registered worker; register one with "
-                f"workers.add(...) or @workers.register({type(args).__qualname__}) "
-                "(an insert-only client, with no workers, accepts any kind)"
-            )
-        encoded = encode_args(args)
-        cls_opts = type(args).insert_opts
-        if cls_opts is not None and not isinstance(cls_opts, InsertOpts):
-            raise InvalidInputError(
-                f"{type(args).__qualname__}.insert_opts must be a rivertrio.InsertOpts, "
-                f"not {type(cls_opts).__name__}"
-            )
-        layers = [o for o in (opts, cls_opts) if o is not None]
-
-        def field(name: str) -> Any:
-            return _pick(*(getattr(o, name) for o in layers))
-
-        queue: str = field("queue") or DEFAULT_QUEUE
-        scheduled_at: datetime | None = field("scheduled_at")
-        unique: UniqueOpts | None = field("unique")
-        tags: Sequence[str] = field("tags") or ()
-        metadata: Mapping[str, Any] = _pick(field("metadata"), {})
-        key: bytes | None = None
-        states: str | None = None
-        if unique is not None and not unique.is_empty:
-            key = unique_key(unique, kind=kind, encoded_args=encoded, queue=queue, now=now)
-            states = format(unique.states_bitmask, "08b")
-        return _Prepared(
-            args=encoded,
-            kind=kind,
-            max_attempts=_pick(field("max_attempts"), self._config.max_attempts),
-            metadata=_encode_metadata(metadata),
-            priority=_pick(field("priority"), DEFAULT_PRIORITY),
-            queue=queue,
-            scheduled_at=None if scheduled_at is None else scheduled_at.astimezone(UTC),
-            pending=any(o.pending for o in layers),
-            # unnest cannot carry a 2-D array, so tags travel comma-joined
-            # (the tag rule forbids commas).
-            tags=",".join(tags),
-            unique_key=key,
-            unique_states=states,
-        )
-
-    def _prepare_many(self, params: object, what: str) -> list[_Prepared]:
+    def _prepare_many(self, params: object, what: str) -> list[JobToInsert]:
         if isinstance(params, str | bytes | JobArgs) or not isinstance(params, Sequence):
             raise InvalidInputError(
                 f"{what} takes a list of job args or (args, InsertOpts) pairs, "
@@ -296,7 +239,7 @@ class Inserter:
         if not params:
             raise InvalidInputError(f"{what} needs at least one job; the list is empty")
         now = datetime.now(UTC)
-        prepared: list[_Prepared] = []
+        prepared: list[JobToInsert] = []
         for i, item in enumerate(params):
             if isinstance(item, tuple):
                 if len(item) != 2:
@@ -308,47 +251,60 @@ class Inserter:
             else:
                 args, opts = item, None
             try:
-                prepared.append(self._prepare(args, opts, now))
+                prepared.append(prepare_job(args, opts, self._config, now))
             except InvalidInputError as exc:
                 raise InvalidInputError(f"{what}: params[{i}]: {exc}") from exc
             except UnknownJobKindError as exc:
                 raise UnknownJobKindError(f"{what}: params[{i}]: {exc}") from exc
         return prepared
 
-    @staticmethod
-    def _rows(prepared: Sequence[_Prepared]) -> InsertRows:
-        return InsertRows(
-            args=[p.args for p in prepared],
-            kind=[p.kind for p in prepared],
-            max_attempts=[p.max_attempts for p in prepared],
-            metadata=[p.metadata for p in prepared],
-            priority=[p.priority for p in prepared],
-            queue=[p.queue for p in prepared],
-            scheduled_at=[p.scheduled_at for p in prepared],
-            pending=[p.pending for p in prepared],
-            tags=[p.tags for p in prepared],
-            unique_key=[p.unique_key for p in prepared],
-            unique_states=[p.unique_states for p in prepared],
-        )
+    # --- notifications: at most one per queue per fetch_cooldown ---
 
-    # --- notifications ---
+    def _may_notify(self, queue: str, now: float) -> bool:
+        last = self._last_notified.get(queue)
+        return last is None or now - last >= self._config.fetch_cooldown
 
     def _notifications(self, queues: frozenset[str], now: float) -> tuple[list[str], list[str]]:
-        """Pick the insert notifications to send, at most one per queue per cooldown."""
-        if self._config.poll_only or not queues:
+        """Pick the notifications for queues that got available jobs (the COPY path)."""
+        if self._config.poll_only:
             return [], []
-        cooldown = self._config.fetch_cooldown
-        channel = self._driver.channel(INSERT_TOPIC)
         channels: list[str] = []
         payloads: list[str] = []
         for queue in sorted(queues):
-            last = self._last_notified.get(queue)
-            if last is not None and now - last < cooldown:
-                continue
-            self._last_notified[queue] = now
-            channels.append(channel)
-            payloads.append(json.dumps({"queue": queue}, separators=(",", ":")))
+            if self._may_notify(queue, now):
+                self._last_notified[queue] = now
+                channels.append(self._channel)
+                payloads.append(_payload(queue))
         return channels, payloads
+
+    def _reserve(self, jobs: Sequence[JobToInsert]) -> _Reservation:
+        """Pick the queues a statement inserting `jobs` may notify, and hold their slots.
+
+        The statement itself notifies only those that get an available job;
+        `_settle` then gives back the slots it did not use.
+        """
+        reservation = _Reservation(self._clock())
+        if self._config.poll_only:
+            return reservation
+        now = reservation.now
+        for queue in sorted({j.queue for j in jobs if not j.pending}):
+            if self._may_notify(queue, now):
+                reservation.queues.append(queue)
+                reservation.payloads.append(_payload(queue))
+                reservation.previous.append(self._last_notified.get(queue))
+                self._last_notified[queue] = now
+        return reservation
+
+    def _settle(self, reservation: _Reservation, notified: set[str]) -> None:
+        """Give back the held slots of queues the statement did not notify."""
+        last = self._last_notified
+        for queue, previous in zip(reservation.queues, reservation.previous, strict=True):
+            if queue in notified or last.get(queue) != reservation.now:
+                continue  # used, or taken over by a later insert since
+            if previous is None:
+                del last[queue]
+            else:
+                last[queue] = previous
 
     def _available(self, committed: bool, queues: frozenset[str]) -> None:
         if committed and queues and self._on_available is not None:
@@ -357,37 +313,57 @@ class Inserter:
     # --- the inserts ---
 
     async def insert(
-        self, executor: Driver | Tx, args: JobArgs, opts: InsertOpts | None = None
+        self, conn: Queryable, args: JobArgs, opts: InsertOpts | None = None
     ) -> InsertResult:
         """Insert one job. A checkpoint.
 
-        With the Driver the job is committed when this returns; with a `Tx` it
-        commits (and its notification is delivered) with the caller's transaction.
-        Cancel-safe on the Driver: if cancelled, the job is either fully inserted
-        or not at all.
+        With the Driver the job is committed when this returns, in one
+        statement with its notification; concurrent calls are gathered into
+        one statement when the config's ``insert_coalesce_window`` is set. With
+        a `Tx` it commits (and its notification is delivered) with the caller's
+        transaction.
+
+        Cancellation on the Driver: cancelled before the job is sent, the call
+        raises `trio.Cancelled` and the job is not inserted; once it is sent,
+        the call waits for the answer (at most about `RELEASE_TIMEOUT` seconds)
+        and returns the result or raises the error, so the caller knows which,
+        and the cancellation comes at its next checkpoint. Only a server that
+        does not answer within that bound leaves the outcome unknown.
 
         Raises:
             InvalidInputError: Invalid args or options (nothing is sent to the database).
             UnknownJobKindError: Workers are configured and none works this kind.
+            DatabaseError: The database refused the job (its own error only,
+                whatever else was sent with it).
+            DatabaseConnectionError: The database could not be reached.
         """
-        prepared = [self._prepare(args, opts, datetime.now(UTC))]
-        return (await self._run_insert(executor, prepared))[0]
+        job = prepare_job(args, opts, self._config, datetime.now(UTC))
+        if conn is not self._driver:
+            return (await self._run_insert(conn, [job]))[0]
+        if self._coalescer is not None:
+            return await self._coalescer.submit(job)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        return (await self._run_insert(conn, [job]))[0]
 
     async def insert_many(
-        self, executor: Driver | Tx, params: Sequence[InsertParams]
+        self, conn: Queryable, params: Sequence[InsertParams]
     ) -> list[InsertResult]:
         """Insert many jobs in one statement; results are in the order of `params`. A checkpoint.
 
-        A unique job repeated within the batch is inserted once; the later copies
-        are reported as duplicates of it.
+        All or none. A unique job repeated within the batch is inserted once; the
+        later copies are reported as duplicates of it. Cancellation on the
+        Driver is as for `insert`.
 
         Raises:
             InvalidInputError: `params` is empty, or an entry is invalid (its index is named).
             UnknownJobKindError: Workers are configured and none works an entry's kind.
         """
-        return await self._run_insert(executor, self._prepare_many(params, "insert_many"))
+        prepared = self._prepare_many(params, "insert_many")
+        if conn is self._driver:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        return await self._run_insert(conn, prepared)
 
-    async def insert_many_fast(self, executor: Driver | Tx, params: Sequence[InsertParams]) -> int:
+    async def insert_many_fast(self, conn: Queryable, params: Sequence[InsertParams]) -> int:
         """Insert many jobs with COPY and return how many were inserted. A checkpoint.
 
         Faster than `insert_many` for large batches, but returns no rows and
@@ -402,69 +378,97 @@ class Inserter:
         prepared = self._prepare_many(params, "insert_many_fast")
         now = self._clock()
         try:
-            count, queues, committed = await executor.run(
+            count, queues, committed = await conn.run(
                 copy_jobs,
                 self._driver.configured_schema,
-                self._rows(prepared),
+                prepared,
                 lambda queues: self._notifications(queues, now),
             )
         except DatabaseError as exc:
-            if getattr(exc, "sqlstate", None) != "23505":
+            if exc.sqlstate != "23505":
                 raise
-            err = DatabaseError(
+            raise DatabaseError(
                 f"insert_many_fast: a job conflicts with a unique job (stored or in the same "
-                f"batch); nothing was inserted: {exc}"
-            )
-            err.sqlstate = "23505"  # type: ignore[attr-defined]
-            raise err from exc
+                f"batch); nothing was inserted: {exc}",
+                sqlstate=exc.sqlstate,
+            ) from exc
         self._available(committed, queues)
         return count
 
-    async def _run_insert(
-        self, executor: Driver | Tx, prepared: list[_Prepared]
-    ) -> list[InsertResult]:
-        # Two rows with one unique key in one INSERT ... ON CONFLICT DO UPDATE
-        # would fail the statement ("cannot affect row a second time"): send each
-        # key once and report the later copies as duplicates of the first.
-        sent: list[_Prepared] = []
-        slot_of: list[int] = []
-        first_with_key: dict[bytes, int] = {}
-        for p in prepared:
-            if p.unique_key is not None:
-                slot = first_with_key.get(p.unique_key)
-                if slot is not None:
-                    slot_of.append(slot)
-                    continue
-                first_with_key[p.unique_key] = len(sent)
-            slot_of.append(len(sent))
-            sent.append(p)
-
-        now = self._clock()
-        available: set[str] = set()
-
-        def notify(records: Sequence[asyncpg.Record]) -> tuple[list[str], list[str]]:
-            for rec in records:
-                if rec["state"] == JobState.AVAILABLE and not rec["unique_skipped_as_duplicate"]:
-                    available.add(rec["queue"])
-            return self._notifications(frozenset(available), now)
-
-        records, committed = await executor.run(
-            insert_jobs_atomic, self._driver.configured_schema, self._rows(sent), notify
-        )
+    async def _run_insert(self, conn: Queryable, jobs: list[JobToInsert]) -> list[InsertResult]:
+        """Insert `jobs` in one statement, all or none."""
+        sent, slot_of = _dedupe(jobs)
+        records = await self._send(conn, insert_jobs, sent)
         if len(records) != len(sent):  # pragma: no cover (would be a bug in the SQL)
             raise DatabaseError(f"insert returned {len(records)} rows for {len(sent)} jobs")
-        rows = [_job_row(rec) for rec in records]
-        results: list[InsertResult] = []
-        reported: set[int] = set()
-        for slot in slot_of:
-            is_later_copy = slot in reported
-            reported.add(slot)
-            results.append(
-                InsertResult(
-                    job=rows[slot],
-                    unique_skipped_as_duplicate=is_later_copy
-                    or bool(records[slot]["unique_skipped_as_duplicate"]),
-                )
+        return _results(records, slot_of)  # type: ignore[return-value]  # no errors in it
+
+    async def _send_batch(self, jobs: list[JobToInsert]) -> list[InsertResult | Exception]:
+        """Insert coalesced jobs of several callers: each gets its own outcome.
+
+        One statement for all; if the database rejects it, each job again in a
+        statement of its own, so only the job at fault fails (its caller alone
+        gets the error). A connection failure leaves every outcome unknown: it
+        is every caller's error, and nothing is sent again.
+        """
+        sent, slot_of = _dedupe(jobs)
+        try:
+            records: list[asyncpg.Record | Exception] = list(
+                await self._send(self._driver, insert_jobs, sent)
             )
-        self._available(committed, frozenset(available))
-        return results
+        except DatabaseConnectionError:
+            raise
+        except DatabaseError as exc:
+            if exc.sqlstate is None or len(sent) == 1:
+                raise  # not a rejected statement (no connection free), or the one job's own
+            where = self._driver.where
+            records = [
+                outcome if not isinstance(outcome, Exception) else _mapped(outcome, where)
+                for outcome in await self._send(self._driver, insert_each, sent)
+            ]
+        return _results(records, slot_of)
+
+    async def _send(
+        self,
+        conn: Queryable,
+        fn: Callable[..., Coroutine[Any, Any, Sequence[asyncpg.Record | Exception]]],
+        jobs: list[JobToInsert],
+    ) -> Sequence[asyncpg.Record | Exception]:
+        """Run an insert function with the notifications it may send; on the Driver, held."""
+        reservation = self._reserve(jobs)
+        args = (
+            self._driver.configured_schema,
+            jobs,
+            self._channel,
+            reservation.queues,
+            reservation.payloads,
+        )
+        on_driver = conn is self._driver
+        available: set[str] = set()
+        outcomes: Sequence[asyncpg.Record | Exception]
+        try:
+            if on_driver:
+                outcomes = await self._driver.run_held(fn, *args)
+            else:
+                outcomes = await conn.run(fn, *args)
+            available = available_queues([o for o in outcomes if not isinstance(o, Exception)])
+        finally:
+            self._settle(reservation, available)
+        self._available(on_driver, frozenset(available))
+        return outcomes
+
+
+def _payload(queue: str) -> str:
+    return json.dumps({"queue": queue}, separators=(",", ":"))
+
+
+def _mapped(exc: Exception, where: str) -> Exception:
+    mapped = map_error(exc, where)
+    return mapped if isinstance(mapped, Exception) else exc
+
+
+def _interrupted() -> Exception:
+    return DatabaseConnectionError(
+        "the database did not answer an insert statement in time after a cancellation; "
+        "whether its jobs were inserted is unknown"
+    )

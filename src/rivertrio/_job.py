@@ -1,37 +1,24 @@
-"""Jobs as stored in ``river_job``: states, rows, args."""
+"""Jobs as stored in ``river_job``: states, rows, error records; what JSON can be stored."""
 
 from __future__ import annotations
 
-import collections.abc
-import dataclasses
 import enum
 import json
 import math
-import re
-import sys
-import types
-import typing
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Self, TypeVar, Union
-
-from ._exceptions import InvalidInputError, RivertrioError
-
-if TYPE_CHECKING:
-    from ._insert import InsertOpts
+from typing import Any
 
 __all__ = [
     "MAX_JSON_DEPTH",
     "AttemptError",
-    "Job",
-    "JobArgs",
-    "JobDecodeError",
     "JobRow",
     "JobState",
+    "json_type",
     "json_value_problem",
     "metadata_problem",
+    "short_repr",
 ]
 
 #: Deepest nesting of arrays and objects accepted in args and metadata. Python's
@@ -39,20 +26,6 @@ __all__ = [
 #: (1,000), so deeper values could be stored (Postgres takes them) but never
 #: decoded by a worker.
 MAX_JSON_DEPTH = 256
-
-
-class JobDecodeError(RivertrioError, ValueError):
-    """A fetched job's args or metadata cannot be decoded: the job fails without running.
-
-    Raised for rows written by hand or by another client (args that are not a
-    JSON object, a missing field, a value of the wrong type, nesting too deep
-    for Python's json module). The message names the problem; the failure is
-    recorded in the job's errors and retried by the retry policy, since a new
-    version of the args class may decode it.
-    """
-
-
-ArgsT = TypeVar("ArgsT", bound="JobArgs")
 
 
 class JobState(enum.StrEnum):
@@ -175,21 +148,6 @@ class JobRow:
 _STATES = {state.value: state for state in JobState}
 
 
-@dataclass(frozen=True, slots=True)
-class Job(JobRow, Generic[ArgsT]):
-    """A job being worked: its row plus its decoded args."""
-
-    args: ArgsT
-
-    @classmethod
-    def from_row(cls, row: JobRow, args: ArgsT) -> Job[ArgsT]:
-        """Attach decoded args to a row."""
-        return cls(**{name: getattr(row, name) for name in _ROW_FIELDS}, args=args)
-
-
-_ROW_FIELDS = tuple(f.name for f in dataclasses.fields(JobRow))
-
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -214,7 +172,7 @@ def _decode_metadata(value: str | Mapping[str, Any]) -> dict[str, Any]:
     except (ValueError, RecursionError) as exc:
         return _UndecodableMetadata(f"cannot be decoded: {type(exc).__name__}: {exc}")
     if not isinstance(data, dict):
-        return _UndecodableMetadata(f"is a JSON {_json_type(data)}, not an object")
+        return _UndecodableMetadata(f"is a JSON {json_type(data)}, not an object")
     return data
 
 
@@ -227,7 +185,8 @@ def metadata_problem(row: JobRow) -> str | None:
     return metadata.problem if isinstance(metadata, _UndecodableMetadata) else None
 
 
-def _json_type(value: object) -> str:
+def json_type(value: object) -> str:
+    """JSON's name for the type of a decoded JSON value."""
     if isinstance(value, dict):
         return "object"
     if isinstance(value, list):
@@ -241,7 +200,8 @@ def _json_type(value: object) -> str:
     return "number"
 
 
-def _short(value: object) -> str:
+def short_repr(value: object) -> str:
+    """The value's repr, cut to 60 characters, for error messages."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -304,7 +264,7 @@ def json_value_problem(value: object) -> str | None:
                 for key, child in item.items():
                     if not isinstance(key, str):
                         return (
-                            f"does not encode to JSON: key {_short(key)}{_at(path, ' at {}')} "
+                            f"does not encode to JSON: key {short_repr(key)}{_at(path, ' at {}')} "
                             f"({type(key).__name__}) is not a string (JSON object keys are "
                             "strings)"
                         )
@@ -316,7 +276,7 @@ def json_value_problem(value: object) -> str | None:
                 stack.extend((child, depth + 1, (path, i)) for i, child in enumerate(item))
         else:
             return (
-                f"does not encode to JSON: {_at(path, 'at {}: ')}{_short(item)} "
+                f"does not encode to JSON: {_at(path, 'at {}: ')}{short_repr(item)} "
                 f"({type(item).__name__}) is not a JSON value (str, int, float, bool, None, "
                 "list or dict)"
             )
@@ -330,216 +290,3 @@ def _at(path: tuple[Any, ...] | None, template: str) -> str:
 def _bits_to_int(value: Any) -> int:
     # asyncpg returns bit(8) as asyncpg.BitString.
     return int.from_bytes(value.bytes, "big") if hasattr(value, "bytes") else int(value)
-
-
-_KIND = re.compile(r"^[\w][\w\-\[\]<>/.:+]*$")
-
-
-def validate_kind(kind: object) -> str:
-    """Check a job kind: 1..127 characters, a word character first, no spaces."""
-    if not isinstance(kind, str) or not kind or len(kind) > 127 or not _KIND.match(kind):
-        raise InvalidInputError(
-            f"job kind {kind!r} is invalid: it must be 1 to 127 characters, start with a letter, "
-            "digit or underscore, and contain only those and - [ ] < > / . : +"
-        )
-    return kind
-
-
-class JobArgs:
-    """Base class of job args: a dataclass whose fields encode to a JSON object.
-
-    Give the kind as a class keyword::
-
-        @dataclass
-        class SendEmail(rivertrio.JobArgs, kind="send_email"):
-            to: str
-
-    Override `to_json` / `from_json` for args that are not plain JSON values.
-    """
-
-    kind: ClassVar[str]
-    insert_opts: ClassVar[InsertOpts | None] = None
-
-    def __init_subclass__(cls, *, kind: str | None = None, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if kind is not None:
-            cls.kind = validate_kind(kind)
-        elif "kind" not in cls.__dict__ and not hasattr(cls, "kind"):
-            raise TypeError(
-                f"{cls.__qualname__} needs a job kind: "
-                f'class {cls.__name__}(rivertrio.JobArgs, kind="...")'
-            )
-
-    def to_json(self) -> dict[str, Any]:
-        """The args as a JSON object (by default, the dataclass fields)."""
-        if not dataclasses.is_dataclass(self):
-            raise InvalidInputError(
-                f"{type(self).__qualname__} is not a dataclass: decorate it with @dataclass "
-                "or override to_json/from_json"
-            )
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Self:
-        """Build args from their JSON object; unknown keys are ignored, as River does.
-
-        The object must fit the dataclass, as Go's decoder makes River's args fit
-        their struct: every field without a default is present, and a value whose
-        field is annotated with a JSON type (``str``, ``int``, ``float``,
-        ``bool``, ``None``, ``list[...]``, ``dict[str, ...]``, unions of them,
-        ``Literal``) has that type. Other annotations are not checked.
-
-        Raises:
-            JobDecodeError: `data` is not an object, a field is missing, or a
-                value has the wrong type; the message names the field.
-        """
-        if not isinstance(data, dict):
-            raise JobDecodeError(f"the args are a JSON {_json_type(data)}, not an object")
-        kwargs: dict[str, Any] = {}
-        for name, required, hint in _decode_fields(cls):
-            if name in data:
-                value = data[name]
-                if hint is not _UNCHECKED:
-                    problem = _type_problem(value, hint)
-                    if problem is not None:
-                        sep = "" if problem.startswith("[") else " "
-                        raise JobDecodeError(f"field {name!r}{sep}{problem}")
-                kwargs[name] = value
-            elif required:
-                raise JobDecodeError(f"field {name!r} is missing (it has no default)")
-        return cls(**kwargs)
-
-
-_UNCHECKED: Any = object()
-_FIELDS: weakref.WeakKeyDictionary[type, tuple[tuple[str, bool, Any], ...]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _decode_fields(cls: type) -> tuple[tuple[str, bool, Any], ...]:
-    """(name, required, annotation or _UNCHECKED) of each init field of a dataclass."""
-    cached = _FIELDS.get(cls)
-    if cached is not None:
-        return cached
-    if not dataclasses.is_dataclass(cls):
-        raise JobDecodeError(
-            f"{cls.__qualname__} is not a dataclass: decorate it with @dataclass "
-            "or override to_json/from_json"
-        )
-    namespace = dict(vars(sys.modules[cls.__module__])) if cls.__module__ in sys.modules else {}
-    specs: list[tuple[str, bool, Any]] = []
-    for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        hint: Any = f.type
-        if isinstance(hint, str):
-            # Annotations are strings under `from __future__ import annotations`;
-            # one that does not resolve here (a local name) is simply not checked.
-            try:
-                hint = eval(hint, namespace)
-            except Exception:
-                hint = _UNCHECKED
-        specs.append((f.name, required, hint))
-    result = tuple(specs)
-    _FIELDS[cls] = result
-    return result
-
-
-_UNION_TYPES = (Union, types.UnionType)
-_SEQUENCES = (list, tuple, collections.abc.Sequence)
-_MAPPINGS = (dict, collections.abc.Mapping)
-
-
-def _type_problem(value: object, hint: Any) -> str | None:
-    """Why a decoded JSON value does not fit `hint`, or None (unknown hints fit)."""
-    origin = typing.get_origin(hint)
-    if origin is None:
-        ok: bool | None
-        if hint is Any or hint is object:
-            ok = True
-        elif hint is None or hint is type(None):
-            ok = value is None
-        elif hint is bool:
-            ok = isinstance(value, bool)
-        elif hint is int:
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif hint is float:
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-        elif hint is str:
-            ok = isinstance(value, str)
-        elif hint in _SEQUENCES:
-            ok = isinstance(value, list)
-        elif hint in _MAPPINGS:
-            ok = isinstance(value, dict)
-        else:
-            ok = None  # not a JSON type: a custom from_json's business
-        if ok is False:
-            return _wrong(value, hint)
-        return None
-    if origin in _UNION_TYPES:
-        if any(_type_problem(value, member) is None for member in typing.get_args(hint)):
-            return None
-        return _wrong(value, hint)
-    if origin is Literal:
-        choices = typing.get_args(hint)
-        if any(value == c and type(value) is type(c) for c in choices):
-            return None
-        return f"should be one of {', '.join(map(repr, choices))}, got {_short(value)}"
-    if origin in _SEQUENCES:
-        if not isinstance(value, list):
-            return _wrong(value, hint)
-        params = typing.get_args(hint)
-        if len(params) == 1 or (len(params) == 2 and params[1] is Ellipsis):
-            for i, element in enumerate(value):
-                problem = _type_problem(element, params[0])
-                if problem is not None:
-                    return f"[{i}] {problem}"
-        return None
-    if origin in _MAPPINGS:
-        if not isinstance(value, dict):
-            return _wrong(value, hint)
-        params = typing.get_args(hint)
-        if len(params) == 2:
-            for key, element in value.items():
-                problem = _type_problem(element, params[1])
-                if problem is not None:
-                    return f"[{key!r}] {problem}"
-        return None
-    return None
-
-
-def _wrong(value: object, hint: Any) -> str:
-    expected = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
-    return f"should be {expected}, got JSON {_json_type(value)} {_short(value)}"
-
-
-def encode_args(args: JobArgs) -> str:
-    """Encode args to JSON object text, naming the offending field on failure.
-
-    Raises:
-        InvalidInputError: The args are not a JSON object of finite, encodable values.
-    """
-    if not isinstance(args, JobArgs):
-        raise InvalidInputError(f"job args must be a rivertrio.JobArgs, not {type(args).__name__}")
-    data = args.to_json()
-    if not isinstance(data, dict):
-        raise InvalidInputError(
-            f"{type(args).__qualname__}.to_json() returned {type(data).__name__}, not a JSON object"
-        )
-    name = type(args).__qualname__
-    for key, value in data.items():
-        if not isinstance(key, str):
-            raise InvalidInputError(f"{name} args key {key!r} is not a string")
-        problem = json_value_problem(key)
-        if problem is not None:
-            raise InvalidInputError(f"{name} args key {_short(key)} {problem}")
-        problem = json_value_problem(value)
-        if problem is not None:
-            raise InvalidInputError(f"{name} field {key!r} {problem}")
-    try:
-        text = json.dumps(data, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError, RecursionError) as exc:
-        # Left after the checks above: an int too long to print (over 4,300 digits).
-        raise InvalidInputError(f"{name} args do not encode to JSON: {exc}") from exc
-    return text

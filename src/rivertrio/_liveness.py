@@ -22,21 +22,15 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ._driver._maintenance import (
-    CLIENT_ID_MARKER,
-    LockConnection,
-    liveness_key,
-    open_lock_connection,
-)
-from ._exceptions import DatabaseError, RivertrioError
-from ._maintenance._base import Counter, cancel_on
-from ._maintenance._base import check_interval as _duration
-from ._service import Service
+from ._driver._liveness import CLIENT_ID_MARKER, liveness_key, open_lock_connection
+from ._exceptions import ConfigError, DatabaseError, LivenessError
+from ._service import Counter, Service, cancel_on
+from ._validate import duration
 
 if TYPE_CHECKING:
-    from ._driver import Driver
+    from ._driver import DedicatedConnection, Driver
 
-__all__ = ["CLIENT_ID_MARKER", "Liveness", "LivenessError", "is_marked", "liveness_key"]
+__all__ = ["CLIENT_ID_MARKER", "Liveness", "is_marked", "liveness_key"]
 
 log = logging.getLogger("rivertrio.liveness")
 
@@ -44,10 +38,6 @@ log = logging.getLogger("rivertrio.liveness")
 def is_marked(client_id: str) -> bool:
     """Whether the rescuer treats `client_id` as a lock-holding rivertrio client."""
     return client_id.endswith(CLIENT_ID_MARKER)
-
-
-class LivenessError(RivertrioError):
-    """Another live session holds this client id's liveness lock: the id is in use."""
 
 
 class Liveness(Service):
@@ -70,6 +60,9 @@ class Liveness(Service):
         check_interval: Seconds between pings of the lock connection.
         max_backoff: Longest wait between reconnection attempts; keep it well
             below the rescuer's grace so a database restart loses no jobs.
+
+    Raises:
+        ConfigError: A duration is not a finite number of seconds above 0.
     """
 
     def __init__(
@@ -84,9 +77,9 @@ class Liveness(Service):
         self._driver = driver
         self.client_id = client_id
         self.key = liveness_key(driver.schema, client_id)
-        self._check_interval = _duration("check_interval", check_interval)
-        self._max_backoff = _duration("max_backoff", max_backoff)
-        self._lock: LockConnection | None = None
+        self._check_interval = duration("check_interval", check_interval, ConfigError)
+        self._max_backoff = duration("max_backoff", max_backoff, ConfigError)
+        self._lock: DedicatedConnection | None = None
         self._on_lost: list[Callable[[], None]] = []
         self._on_regained: list[Callable[[], None]] = []
         self.lost = trio.Event()
@@ -112,7 +105,7 @@ class Liveness(Service):
         """Call `callback` (it must not block) each time a lost lock is taken again."""
         self._on_regained.append(callback)
 
-    async def _acquire(self) -> LockConnection | None:
+    async def _acquire(self) -> DedicatedConnection | None:
         return await open_lock_connection(self._driver, self.key)
 
     async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
@@ -131,7 +124,7 @@ class Liveness(Service):
                 while True:
                     await self._hold(lock)
                     self._lock = None
-                    lock.conn.terminate()
+                    lock.terminate()
                     log.warning(
                         "client %r lost its liveness lock (the connection to %s died): its "
                         "running jobs may be rescued by the leader; reconnecting",
@@ -153,7 +146,7 @@ class Liveness(Service):
             self._lock = None
             await lock.aclose()
 
-    async def _hold(self, lock: LockConnection) -> None:
+    async def _hold(self, lock: DedicatedConnection) -> None:
         """Return once the lock connection is broken."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(cancel_on, lock.broken, nursery.cancel_scope)
@@ -168,7 +161,7 @@ class Liveness(Service):
                     break
             nursery.cancel_scope.cancel()
 
-    async def _reacquire(self) -> LockConnection:
+    async def _reacquire(self) -> DedicatedConnection:
         failures = 0
         while True:
             backoff = min(self._max_backoff, 0.05 * 2**failures)

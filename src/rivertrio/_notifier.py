@@ -12,8 +12,9 @@ from typing import Any
 import trio
 
 from ._driver import Driver, Listener
-from ._exceptions import DatabaseError
+from ._exceptions import ConfigError, DatabaseError
 from ._service import Service
+from ._validate import duration
 
 __all__ = ["Notifier"]
 
@@ -38,6 +39,9 @@ class Notifier(Service):
         ping_interval: Seconds between liveness pings of an idle connection.
         ping_timeout: A ping unanswered this long means the connection is dead.
         max_backoff: The longest wait between two reconnection attempts.
+
+    Raises:
+        ConfigError: A duration is not a finite number of seconds above 0.
     """
 
     def __init__(
@@ -50,9 +54,9 @@ class Notifier(Service):
     ) -> None:
         super().__init__()
         self._driver = driver
-        self._ping_interval = ping_interval
-        self._ping_timeout = ping_timeout
-        self._max_backoff = max_backoff
+        self._ping_interval = duration("ping_interval", ping_interval, ConfigError)
+        self._ping_timeout = duration("ping_timeout", ping_timeout, ConfigError)
+        self._max_backoff = duration("max_backoff", max_backoff, ConfigError)
         self._callbacks: defaultdict[str, list[Callback]] = defaultdict(list)
         self._on_reconnect: list[Callable[[], None]] = []
         self._listener: Listener | None = None

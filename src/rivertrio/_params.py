@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeAlias
 
+from ._args import encode_metadata
 from ._exceptions import InvalidInputError
-from ._insert import MAX_PRIORITY, MIN_PRIORITY, _encode_metadata
 from ._job import JobRow, JobState
+from ._validate import BIGINT_MAX, MAX_PRIORITY, MIN_PRIORITY, integer, job_id
 
 __all__ = [
     "JOB_LIST_ORDER_FIELDS",
@@ -59,9 +60,8 @@ def _ints(name: str, value: object, lo: int, hi: int) -> tuple[int, ...] | None:
     items = _seq(name, value)
     if items is None:
         return None
-    for item in items:
-        if not isinstance(item, int) or isinstance(item, bool) or not lo <= item <= hi:
-            raise InvalidInputError(f"{name}: {item!r} is not an int from {lo} to {hi}")
+    for i, item in enumerate(items):
+        integer(f"{name}[{i}]", item, InvalidInputError, minimum=lo, maximum=hi)
     return items
 
 
@@ -91,9 +91,6 @@ def _states(value: object) -> tuple[JobState, ...] | None:
     return tuple(states)
 
 
-_BIGINT_MAX = 2**63 - 1
-
-
 @dataclass(frozen=True, slots=True)
 class _JobFilter:
     """The filters job_list and job_delete_many share; unset (None or empty) means any."""
@@ -109,7 +106,7 @@ class _JobFilter:
 
     def _check_filters(self) -> None:
         put = object.__setattr__
-        put(self, "ids", _ints("ids", self.ids, 1, _BIGINT_MAX))
+        put(self, "ids", _ints("ids", self.ids, 1, BIGINT_MAX))
         put(self, "kinds", _strs("kinds", self.kinds))
         put(self, "queues", _strs("queues", self.queues))
         put(self, "states", _states(self.states))
@@ -118,7 +115,7 @@ class _JobFilter:
         if self.tags_match not in ("any", "all"):
             raise InvalidInputError(f"tags_match must be 'any' or 'all', got {self.tags_match!r}")
         if self.metadata is not None:
-            put(self, "metadata", json.loads(_encode_metadata(self.metadata, "metadata filter")))
+            put(self, "metadata", json.loads(encode_metadata(self.metadata, "metadata filter")))
 
     @property
     def has_filter(self) -> bool:
@@ -189,8 +186,7 @@ class JobListCursor:
     def _check(self) -> None:
         if self.order_by not in JOB_LIST_ORDER_FIELDS:
             raise InvalidInputError(f"cursor: {_order_by_problem(self.order_by)}")
-        if not isinstance(self.id, int) or isinstance(self.id, bool):
-            raise InvalidInputError(f"cursor: id must be an int, got {self.id!r}")
+        job_id(self.id, InvalidInputError, "cursor: id")
         if self.time is not None and (
             not isinstance(self.time, datetime) or self.time.utcoffset() is None
         ):
@@ -234,11 +230,7 @@ class JobListParams(_JobFilter):
             raise InvalidInputError(_order_by_problem(self.order_by))
         if self.order not in ("asc", "desc"):
             raise InvalidInputError(f"order must be 'asc' or 'desc', got {self.order!r}")
-        lim = self.limit
-        if not isinstance(lim, int) or isinstance(lim, bool) or not 1 <= lim <= MAX_JOB_LIST_LIMIT:
-            raise InvalidInputError(
-                f"limit must be an int from 1 to {MAX_JOB_LIST_LIMIT:,}, got {lim!r}"
-            )
+        integer("limit", self.limit, InvalidInputError, maximum=MAX_JOB_LIST_LIMIT)
         if self.after is not None:
             if not isinstance(self.after, JobListCursor):
                 raise InvalidInputError(
@@ -296,9 +288,7 @@ class JobDeleteManyParams(_JobFilter):
 
     def __post_init__(self) -> None:
         self._check_filters()
-        lim = self.limit
-        if lim is not None and (not isinstance(lim, int) or isinstance(lim, bool) or lim < 1):
-            raise InvalidInputError(f"limit must be a positive int or None, got {lim!r}")
+        integer("limit", self.limit, InvalidInputError, maximum=BIGINT_MAX, none="for no limit")
         if not isinstance(self.unsafe_all, bool):
             raise InvalidInputError(
                 f"unsafe_all must be a bool, not {type(self.unsafe_all).__name__}"

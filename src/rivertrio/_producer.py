@@ -6,25 +6,24 @@ import contextlib
 import logging
 import math
 import random
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import trio
 
-from ._driver._admin import queue_refresh
-from ._driver._jobs import FetchAttempt, confirm_fetch, fetch_jobs
+from ._driver._producer import FetchAttempt, confirm_fetch, fetch_jobs, queue_refresh
 from ._events import EventKind, Outcome, OutcomeKind, QueueEvent
 from ._exceptions import DatabaseError
-from ._executor import RunningJob, execute
+from ._executor import RunningJob, WorkConfig, execute
 from ._job import JobRow
 from ._service import Service
 
 if TYPE_CHECKING:
     from asyncpg import Record
 
-    from ._client import Client
-    from ._config import QueueConfig
+    from ._driver import Driver
 
-__all__ = ["QUEUE_REFRESH_INTERVAL", "Producer"]
+__all__ = ["QUEUE_REFRESH_INTERVAL", "Producer", "ProducerConfig"]
 
 log = logging.getLogger("rivertrio.producer")
 
@@ -41,6 +40,25 @@ _REFRESH_TIMEOUT = 10.0
 #: Seconds between refreshes of a producer's queue row (see `Producer`); read when
 #: a producer is built.
 QUEUE_REFRESH_INTERVAL = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerConfig:
+    """What a producer needs from its client, which builds one per queue.
+
+    The fetch settings are the queue's own where it has them, else the client's
+    (``Config.queue_fetch_cooldown`` and ``Config.queue_fetch_poll_interval``).
+    """
+
+    driver: Driver
+    client_id: str
+    """Recorded in ``attempted_by`` of every job this producer fetches."""
+    queue: str
+    max_workers: int
+    fetch_cooldown: float
+    fetch_poll_interval: float
+    work: WorkConfig
+    """How each fetched job is worked."""
 
 
 class Producer(Service):
@@ -64,22 +82,13 @@ class Producer(Service):
     without notifications (``poll_only``, a lost notification, a ``*_tx`` call).
     """
 
-    def __init__(self, client: Client, queue: str, queue_config: QueueConfig) -> None:
+    def __init__(self, config: ProducerConfig) -> None:
         super().__init__()
-        config = client.config
-        self._client = client
-        self.queue = queue
-        self.max_workers = queue_config.max_workers
-        self.fetch_cooldown = (
-            queue_config.fetch_cooldown
-            if queue_config.fetch_cooldown is not None
-            else config.fetch_cooldown
-        )
-        self.fetch_poll_interval = (
-            queue_config.fetch_poll_interval
-            if queue_config.fetch_poll_interval is not None
-            else config.fetch_poll_interval
-        )
+        self._config = config
+        self.queue = config.queue
+        self.max_workers = config.max_workers
+        self.fetch_cooldown = config.fetch_cooldown
+        self.fetch_poll_interval = config.fetch_poll_interval
         self._outcomes: trio.MemorySendChannel[Outcome | QueueEvent] | None = None
         self._live: trio.MemorySendChannel[Outcome | QueueEvent] | None = None
         self._running: dict[int, RunningJob] = {}
@@ -91,7 +100,6 @@ class Producer(Service):
         self._cancel_work = False
         self._work_deadline = math.inf
         self.fetches = 0
-        self.jobs_started = 0
         self.refresh_interval = QUEUE_REFRESH_INTERVAL
         self._refresh_requested = trio.Event()
         self._refresh_starts = 0
@@ -178,11 +186,6 @@ class Producer(Service):
         while self._last_refresh_ok <= after:
             await self._refreshed.wait()
 
-    @property
-    def refreshes(self) -> int:
-        """How many refreshes of the queue row have been started."""
-        return self._refresh_starts
-
     def _set_paused(self, paused: bool) -> None:
         if paused == self._paused:
             return
@@ -200,11 +203,6 @@ class Producer(Service):
         """Whether the queue is paused for this producer."""
         return self._paused
 
-    @property
-    def running_jobs(self) -> int:
-        """How many jobs this producer is running now."""
-        return len(self._running)
-
     # -- the run --
 
     async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
@@ -217,7 +215,7 @@ class Producer(Service):
             self._live = outcomes
             try:
                 # Registering is part of starting: a queue paused before start
-                # must not fetch even once (behaviour 44).
+                # must not fetch even once.
                 await self._refresh(initial=True)
                 # The refreshes go on while running jobs finish after a stop: the
                 # row stays fresh and a job_cancel still reaches them (poll_only).
@@ -240,7 +238,7 @@ class Producer(Service):
         self._refresh_starts += 1
         started = self._refresh_starts
         seq = self._control_seq
-        driver = self._client.driver
+        driver = self._config.driver
         running = list(self._running)
         rec = None
         # Bounded: a connection that stopped answering must not stop the refreshes
@@ -337,7 +335,7 @@ class Producer(Service):
                 await self._changed.wait()
 
     async def _fetch(self, limit: int) -> list[JobRow]:
-        driver = self._client.driver
+        driver = self._config.driver
         self.fetches += 1
         self._fetching = True
         attempt = FetchAttempt()
@@ -350,7 +348,7 @@ class Producer(Service):
                         driver.configured_schema,
                         self.queue,
                         limit,
-                        self._client.id,
+                        self._config.client_id,
                         attempt,
                     )
                 except DatabaseError as exc:
@@ -365,7 +363,6 @@ class Producer(Service):
             self._fetching = False
         rows = [JobRow.from_record(r) for r in records]
         rows.sort(key=lambda r: (r.priority, r.scheduled_at, r.id))
-        self.jobs_started += len(rows)
         return rows
 
     async def _confirm(self, taken: list[Record], problem: DatabaseError) -> list[Record]:
@@ -375,7 +372,7 @@ class Producer(Service):
         ``rescue_stuck_jobs_after``. Asked until the database answers; given up
         (and said, with the ids) only when the producer stops meanwhile.
         """
-        driver = self._client.driver
+        driver = self._config.driver
         ids = [r["id"] for r in taken]
         log.warning(
             "fetching queue %s: the commit of %d jobs got no answer (%s); checking which are ours",
@@ -392,7 +389,7 @@ class Producer(Service):
                     contextlib.suppress(DatabaseError),
                 ):
                     mine = await driver.run(
-                        confirm_fetch, driver.configured_schema, taken, self._client.id
+                        confirm_fetch, driver.configured_schema, taken, self._config.client_id
                     )
                 if mine is not None or self._stop_requested:
                     break
@@ -419,7 +416,7 @@ class Producer(Service):
         # hard stop, soft stop timeout, the enclosing scope) is an interruption.
         outcome = Outcome(job=handle.row, kind=OutcomeKind.INTERRUPTED)
         try:
-            outcome = await execute(self._client, self._client.config, handle)
+            outcome = await execute(self._config.work, handle)
         finally:
             del self._running[handle.row.id]
             try:

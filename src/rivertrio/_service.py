@@ -26,7 +26,7 @@ import trio
 
 from ._exceptions import AlreadyRunningError
 
-__all__ = ["Service", "SupportsLifecycle", "start_all", "stop_all"]
+__all__ = ["Counter", "Service", "SupportsLifecycle", "cancel_on", "start_all", "stop_all"]
 
 # Backstop for the shielded cleanup in start_all: services bound their own stop,
 # so this only matters for one that hangs; its nursery then cancels it.
@@ -237,3 +237,33 @@ async def stop_all(*services: SupportsLifecycle) -> None:
         service.stop()
     for service in services:
         await service.wait_stopped()
+
+
+class Counter:
+    """A count that tasks can wait on: how many passes, firings or elections happened.
+
+    Services bump it after each unit of work; tests await ``wait_for(n)`` instead
+    of sleeping.
+    """
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._changed = trio.Event()
+
+    def increment(self) -> None:
+        """Add one and wake the waiters; not a checkpoint."""
+        self.value += 1
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for(self, target: int) -> None:
+        """Wait until the count reaches `target`; a checkpoint, cancel-safe."""
+        while self.value < target:
+            await self._changed.wait()
+        await trio.lowlevel.checkpoint()
+
+
+async def cancel_on(event: trio.Event, scope: trio.CancelScope) -> None:
+    """Cancel `scope` once `event` is set (a service's stop request)."""
+    await event.wait()
+    scope.cancel()

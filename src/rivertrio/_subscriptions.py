@@ -29,6 +29,7 @@ import trio
 from ._events import Event, EventKind
 from ._exceptions import InvalidInputError
 from ._service import Service
+from ._validate import integer
 
 __all__ = ["Overflow", "Subscription", "SubscriptionContext", "SubscriptionManager"]
 
@@ -128,8 +129,7 @@ class SubscriptionManager(Service):
                 raise InvalidInputError(
                     f"unknown event kind {kind!r}: expected one of {valid}"
                 ) from None
-        if not isinstance(buffer, int) or isinstance(buffer, bool) or buffer < 0:
-            raise InvalidInputError(f"subscription buffer must be an integer >= 0, got {buffer!r}")
+        integer("subscription buffer", buffer, InvalidInputError, minimum=0)
         if overflow not in _OVERFLOWS:
             raise InvalidInputError(
                 f"unknown overflow {overflow!r}: expected 'block' (lossless) or 'drop'"

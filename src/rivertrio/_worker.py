@@ -5,14 +5,14 @@ from __future__ import annotations
 import abc
 import enum
 import inspect
-import math
 import typing
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from typing import Any, Final, Generic, Literal, TypeVar
 
+from ._args import Job, JobArgs
 from ._exceptions import ConfigError, InvalidInputError
-from ._job import Job, JobArgs
+from ._validate import duration
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -64,17 +64,9 @@ class JobSnooze(Exception):
     """
 
     def __init__(self, seconds: float) -> None:
-        if (
-            isinstance(seconds, bool)
-            or not isinstance(seconds, int | float)
-            or not math.isfinite(seconds)
-            or seconds < 0
-        ):
-            raise InvalidInputError(
-                f"JobSnooze seconds must be a finite number >= 0, got {seconds!r}"
-            )
+        checked = duration("JobSnooze seconds", seconds, InvalidInputError, at_least=0)
         super().__init__(f"snoozed for {seconds} s")
-        self.seconds = float(seconds)
+        self.seconds = checked
 
 
 class Worker(abc.ABC, Generic[ArgsT]):
@@ -123,25 +115,21 @@ def resolve_timeout(worker: Worker[Any], job: Job[Any], job_timeout: float | Non
     """The timeout in effect for a job: the worker's, else the config's `job_timeout`.
 
     Raises:
-        InvalidInputError: The worker returned something other than a number > 0,
-            None or `DEFAULT_TIMEOUT`.
+        InvalidInputError: The worker returned something other than a finite
+            number > 0, None or `DEFAULT_TIMEOUT`.
     """
     timeout = worker.timeout(job)
     if timeout is DEFAULT_TIMEOUT:
         return job_timeout
     if timeout is None:
         return None
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or math.isnan(timeout)
-        or timeout <= 0
-    ):
-        raise InvalidInputError(
-            f"{type(worker).__qualname__}.timeout() returned {timeout!r}: "
-            "expected a number of seconds > 0, None or rivertrio.DEFAULT_TIMEOUT"
-        )
-    return float(timeout)
+    return duration(
+        f"{type(worker).__qualname__}.timeout()",
+        timeout,
+        InvalidInputError,
+        none="for no limit",
+        hint="; it may also return rivertrio.DEFAULT_TIMEOUT (the config's job_timeout)",
+    )
 
 
 class _FunctionWorker(Worker[ArgsT]):

@@ -6,10 +6,9 @@ import json
 from typing import Any
 
 import pytest
-from test_cli import invoke
 
-from rivertrio._cli.bench import percentile
 from rivertrio._driver import open_driver
+from support.cli import invoke
 
 
 async def bench(database_url: str, schema: str, *args: str) -> list[dict[str, Any]]:
@@ -107,12 +106,3 @@ async def test_the_human_output_has_a_table(database_url: str, migrated_schema: 
     assert result.exit_code == 0, result.output
     assert "burndown" in result.stdout
     assert "jobs/s" in result.stdout
-
-
-def test_percentile_is_nearest_rank() -> None:
-    values = [float(v) for v in range(1, 101)]
-    assert percentile(values, 50) == 50
-    assert percentile(values, 99) == 99
-    assert percentile(values, 100) == 100
-    assert percentile([3.0], 50) == 3.0
-    assert percentile([], 50) != percentile([], 50)  # NaN

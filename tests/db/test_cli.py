@@ -1,49 +1,20 @@
-"""The ``rivertrio`` command line: help, bad input, and the jobs and queues commands.
+"""The ``rivertrio`` command line against a database: unknown rows, the jobs and queues commands.
 
-Commands run in a worker thread (each under its own ``trio.run``, as from a
-shell) through click's CliRunner; a few run as real subprocesses.
+Help, and bad input caught before connecting, are tested in tests/unit/test_cli_usage.py.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import subprocess
-import sys
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import trio
-from click.testing import CliRunner, Result
 
 import rivertrio
-from rivertrio._cli import cli
-from rivertrio._cli._common import describe_error
-
-UNREACHABLE = "postgresql://postgres@127.0.0.1:1/postgres"
-
-
-async def invoke(*args: str) -> Result:
-    """Run ``rivertrio ARGS...`` in a thread, as a shell would (also used by other CLI tests)."""
-    runner = CliRunner()
-    with trio.fail_after(120):
-        return await trio.to_thread.run_sync(functools.partial(runner.invoke, cli, list(args)))
-
-
-def assert_one_line_error(result: Result, *fragments: str, code: int = 1) -> str:
-    """The command failed with `code` and exactly one ``error:`` line naming `fragments`."""
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
+from support.cli import assert_one_line_error, invoke
 
 
 @dataclass
@@ -51,99 +22,13 @@ class Thing(rivertrio.JobArgs, kind="cli_thing"):
     n: int = 0
 
 
-# --- help --------------------------------------------------------------------
-
-COMMANDS = [
-    [],
-    ["demo"],
-    ["worker"],
-    ["bench"],
-    ["migrate"],
-    ["migrate", "up"],
-    ["jobs"],
-    ["jobs", "list"],
-    ["jobs", "get"],
-    ["jobs", "cancel"],
-    ["jobs", "retry"],
-    ["jobs", "delete"],
-    ["queues"],
-    ["queues", "list"],
-    ["queues", "pause"],
-    ["queues", "resume"],
-]
-
-
-@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "rivertrio")
-async def test_every_command_has_help(command: list[str]) -> None:
-    result = await invoke(*command, "--help")
-    assert result.exit_code == 0, result.output
-    assert result.output.startswith("Usage: rivertrio")
-    # A description, not just the usage line and the options.
-    description = result.output.split("\n\n")[1].strip()
-    assert len(description) > 20, result.output
-    if command and command[0] in ("demo", "bench", "jobs", "queues", "worker") and len(command) > 1:
-        assert "--database-url" in result.output
-
-
-async def test_root_help_lists_the_commands_but_not_the_internal_one() -> None:
-    result = await invoke("--help")
-    for name in ("demo", "worker", "bench", "migrate", "jobs", "queues"):
-        assert f"  {name} " in result.output
-    assert "bench-child" not in result.output
-
-
-async def test_python_dash_m_runs_the_cli() -> None:
-    with trio.fail_after(60):
-        done = await trio.run_process(
-            [sys.executable, "-m", "rivertrio", "--version"], capture_stdout=True
-        )
-    assert done.stdout.decode().startswith("rivertrio, version ")
-
-
 # --- bad input: one line, non-zero exit, no traceback -------------------------
-
-
-@pytest.mark.parametrize(
-    "command",
-    [["jobs", "list"], ["queues", "list"], ["bench", "--json"], ["demo"], ["worker", "m:c"]],
-    ids=lambda c: c[0],
-)
-async def test_a_bad_url_is_one_line(command: list[str]) -> None:
-    result = await invoke(*command, "--database-url", "mysql://root@localhost/app")
-    assert_one_line_error(result, "--database-url", "not a Postgres URL", code=2)
-
-
-@pytest.mark.parametrize(
-    "command",
-    [
-        ["jobs", "list"],
-        ["jobs", "get", "1"],
-        ["queues", "pause", "default"],
-        ["bench", "--json", "--num-jobs", "10"],
-        ["demo", "--jobs", "20"],
-        ["migrate", "list"],
-    ],
-    ids=lambda c: " ".join(c[:2]),
-)
-async def test_an_unreachable_database_is_one_line(command: list[str]) -> None:
-    result = await invoke(*command, "--database-url", UNREACHABLE)
-    assert_one_line_error(result, "cannot reach Postgres at 127.0.0.1:1")
 
 
 async def test_a_missing_database_is_one_line(database_url: str) -> None:
     url = urlunsplit(urlsplit(database_url)._replace(path="/rivertrio_no_such_db"))
     result = await invoke("jobs", "list", "--database-url", url)
     assert_one_line_error(result, "rivertrio_no_such_db", "does not exist")
-
-
-async def test_a_bad_schema_name_is_one_line() -> None:
-    result = await invoke("jobs", "list", "--schema", "no spaces; please")
-    assert_one_line_error(result, "--schema", "not a valid Postgres schema name", code=2)
-
-
-async def test_an_unknown_option_is_one_line() -> None:
-    result = await invoke("bench", "--no-such-option")
-    assert_one_line_error(result, "--no-such-option", "rivertrio bench --help", code=2)
 
 
 @pytest.mark.parametrize("verb", ["get", "cancel", "retry", "delete"])
@@ -156,85 +41,11 @@ async def test_an_unknown_job_id_is_one_line(
     assert_one_line_error(result, "job 987654321 not found")
 
 
-async def test_a_job_id_that_is_not_a_number_is_one_line() -> None:
-    result = await invoke("jobs", "get", "abc")
-    assert_one_line_error(result, "'abc' is not a valid integer", code=2)
-
-
 async def test_an_unknown_queue_is_one_line(database_url: str, migrated_schema: str) -> None:
     result = await invoke(
         "queues", "pause", "nope", "--database-url", database_url, "--schema", migrated_schema
     )
     assert_one_line_error(result, "queue 'nope' not found")
-
-
-def _module(tmp_path: Path, source: str) -> str:
-    name = f"rt_cli_app_{uuid.uuid4().hex[:12]}"
-    (tmp_path / f"{name}.py").write_text(source)
-    return name
-
-
-APP = """
-import rivertrio
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-
-@dataclass
-class A(rivertrio.JobArgs, kind="a"):
-    pass
-
-workers = rivertrio.Workers()
-
-@workers.register(A)
-async def a(job):
-    pass
-
-config = rivertrio.Config(queues={"default": rivertrio.QueueConfig(max_workers=1)}, workers=workers)
-not_a_config = 42
-def returns_a_string():
-    return "config"
-insert_only = rivertrio.Config()
-"""
-
-
-@pytest.mark.parametrize(
-    ("target", "fragments", "code"),
-    [
-        ("no_colon_here", ["is not MODULE:ATTR"], 2),
-        ("rt_no_such_module_xyz:config", ["no module named 'rt_no_such_module_xyz'"], 2),
-        ("{app}:missing", ["has no attribute 'missing'"], 2),
-        ("{app}:not_a_config", ["is a int, not a rivertrio.Config"], 2),
-        ("{app}:returns_a_string", ["returned a str, not a rivertrio.Config"], 2),
-        ("{app}:insert_only", ["has no queues"], 2),
-        ("{broken}:config", ["importing module", "raised ZeroDivisionError"], 1),
-    ],
-    ids=[
-        "no-colon",
-        "no-module",
-        "no-attribute",
-        "not-config",
-        "bad-return",
-        "no-queues",
-        "raises",
-    ],
-)
-async def test_a_bad_module_path_is_one_line(
-    tmp_path: Path, target: str, fragments: list[str], code: int
-) -> None:
-    app = _module(tmp_path, APP)
-    broken = _module(tmp_path, "x = 1 / 0\n")
-    target = target.format(app=app, broken=broken)
-    result = await invoke("worker", target, "--app-dir", str(tmp_path))
-    assert_one_line_error(result, *fragments, code=code)
-
-
-def test_describe_error_reports_the_library_message_or_the_type() -> None:
-    err = rivertrio.NotFoundError("job 3 not found")
-    assert describe_error(err) == "job 3 not found"
-    assert describe_error(ExceptionGroup("x", [ExceptionGroup("y", [err])])) == "job 3 not found"
-    two = ExceptionGroup("x", [err, rivertrio.DatabaseError("boom")])
-    assert describe_error(two) == "job 3 not found (and 1 more error)"
-    assert describe_error(KeyError("k")) == "unexpected KeyError: 'k'"
 
 
 # --- jobs --------------------------------------------------------------------
@@ -369,18 +180,3 @@ async def test_queues_list_pause_resume(database_url: str, migrated_schema: str)
             assert resumed.stdout.strip() == "every queue: resumed"
             assert (await events.receive()).kind == rivertrio.EventKind.QUEUE_RESUMED
             assert not (await client.queue_get("default")).paused
-
-
-def test_the_console_script_is_declared() -> None:
-    # pyproject.toml names rivertrio._cli:main; it must exist and be callable.
-    from rivertrio._cli import main
-
-    assert callable(main)
-    done = subprocess.run(
-        [sys.executable, "-c", "from rivertrio._cli import main; main()", "--help"],
-        capture_output=True,
-        check=False,
-        timeout=60,
-    )
-    assert done.returncode == 0
-    assert b"Usage: rivertrio" in done.stdout

@@ -1,4 +1,10 @@
-"""Client start and shutdown: BEHAVIOURS.md 7-22."""
+"""Client start and shutdown.
+
+A start against an unreachable database, soft stop (prompt, waiting for jobs,
+bounded by a deadline), hard stop and ``soft_stop_timeout``, interrupted jobs
+going back to ``available``, cancelling the scope around the client, restart,
+and what a running job can reach (its client, the caller's context variables).
+"""
 
 from __future__ import annotations
 
@@ -23,15 +29,6 @@ from support.common import (
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def test_queues_without_workers_fail_to_start() -> None:
-    # Caught when the config is built, before any client can start with it.
-    queues = {"default": rivertrio.QueueConfig(max_workers=1)}
-    with pytest.raises(rivertrio.ConfigError, match="workers"):
-        rivertrio.Config(queues=queues, workers=rivertrio.Workers())
-    with pytest.raises(rivertrio.ConfigError, match="workers"):
-        rivertrio.Config(queues=queues)
 
 
 async def test_unreachable_database_then_healthy(database_url: str, migrated_schema: str) -> None:
@@ -239,6 +236,33 @@ async def test_soft_stop_timeout_cancels_after_it(
     assert (await row(driver, res.job.id)).state == JobState.AVAILABLE
 
 
+async def test_leaving_open_client_by_an_exception_is_a_hard_stop(
+    database_url: str, migrated_schema: str, driver: Driver
+) -> None:
+    started = trio.Event()
+
+    async def work(job: rivertrio.Job[Task]) -> None:
+        started.set()
+        await trio.sleep_forever()  # a soft stop would wait for it forever
+
+    cfg = config(migrated_schema, workers=task_workers(work))
+    inserted: list[int] = []
+
+    async def fail_while_the_job_runs() -> None:
+        async with running(cfg, database_url) as c:
+            inserted.append((await c.insert(Task())).job.id)
+            with trio.fail_after(10):
+                await started.wait()
+            raise KeyError("the block's own error")
+
+    with pytest.raises(KeyError, match="the block's own error"):
+        await fail_while_the_job_runs()
+    # Interrupted, and its outcome persisted before open_client returned.
+    stored = await row(driver, inserted[0])
+    assert stored.state == JobState.AVAILABLE
+    assert stored.attempt == 0
+
+
 async def test_interrupted_job_is_restored_then_fails_for_real(
     database_url: str, migrated_schema: str, driver: Driver
 ) -> None:
@@ -267,7 +291,7 @@ async def test_interrupted_job_is_restored_then_fails_for_real(
     assert stored.errors == []
     assert stored.finalized_at is None
 
-    # Behaviour 19: worked again after a restart, failing for real.
+    # Worked again after a restart, failing for real: retryable, attempt 1, one error.
     fail_now = True
     async with running(cfg, database_url) as c, c.subscribe(EventKind.JOB_FAILED) as events:
         await c.insert(Noop())  # wakes the producer at once

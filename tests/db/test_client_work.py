@@ -1,9 +1,8 @@
-"""Outcomes of work and fetching: BEHAVIOURS.md 39, 41-43, 49, 51-63."""
+"""Outcomes of work (complete, retry, discard, cancel, snooze, timeouts) and fetching."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,7 +11,6 @@ import trio
 import rivertrio
 from rivertrio import EventKind, JobState
 from rivertrio._driver import Driver
-from rivertrio._producer import Producer
 from support.common import Noop, Task, config, events_until, next_event, row, running, task_workers
 
 pytestmark = pytest.mark.timeout(60)
@@ -468,12 +466,3 @@ async def test_two_clients_never_run_the_same_job(
     assert len(ids) == n
     assert len(set(ids)) == n
     assert {who for _, who in runs} == {"client-a", "client-b"}
-
-
-def test_poll_delay_is_jittered_within_10_percent() -> None:
-    queue = rivertrio.QueueConfig(max_workers=1, fetch_poll_interval=2.0)
-    fake_client: Any = SimpleNamespace(config=rivertrio.Config(fetch_poll_interval=1.0))
-    producer = Producer(fake_client, "default", queue)
-    delays = [producer._poll_delay() for _ in range(2000)]
-    assert all(2.0 <= d <= 2.2 for d in delays)
-    assert max(delays) - min(delays) > 0.15  # really jittered

@@ -1,26 +1,20 @@
-"""The completer over real Postgres: BEHAVIOURS.md 72-76 and its shielded lifecycle."""
+"""The completer over real Postgres: outcomes to states, retries, batches, shielded lifecycle."""
 
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
-from hypothesis import settings
 
-from rivertrio import ConfigError
 from rivertrio._completer import Completer, CompletionItem
 from rivertrio._driver import Driver
 from rivertrio._events import Event, EventKind, OutcomeKind, QueueEvent
-from rivertrio._subscriptions import SubscriptionManager
-from rivertrio.testing import ServiceLifecycleMachine, stress_start_stop
 from support.completion import (
     FAST,
     FaultyDriver,
-    Pipeline,
     drain_output,
     insert_running,
     outcome,
@@ -467,61 +461,3 @@ async def test_each_run_gets_fresh_channels(driver: Driver) -> None:
     with pytest.raises(RuntimeError, match="not running"):
         _ = completer.output
     assert set((await states(driver, [r.id for r in rows])).values()) == {"completed"}
-
-
-@pytest.mark.parametrize(
-    ("name", "value"),
-    [
-        ("batch_size", 0),
-        ("batch_size", 1.5),
-        ("backlog", -1),
-        ("max_attempts", 0),
-        ("flush_interval", 0),
-        ("flush_interval", math.nan),
-        ("attempt_timeout", -1.0),
-        ("final_flush_timeout", math.inf),
-        ("retry_backoff", -0.1),
-    ],
-)
-def test_bad_settings_raise_config_error_naming_the_field(name: str, value: object) -> None:
-    with pytest.raises(ConfigError, match=name):
-        Completer(_NoDatabase(), **{name: value})  # type: ignore[arg-type]
-
-
-class _NoDatabase:
-    """A driver for lifecycle tests that send no outcomes: any call is a test failure."""
-
-    configured_schema = None
-
-    async def run(self, *args: object) -> Any:
-        raise AssertionError("no database call expected")
-
-
-async def test_stress_start_stop_completer() -> None:
-    await stress_start_stop(lambda: Completer(_NoDatabase()), tasks=10, rounds=50)
-
-
-async def test_stress_start_stop_completer_and_manager() -> None:
-    await stress_start_stop(
-        lambda: Pipeline(Completer(_NoDatabase()), SubscriptionManager()), tasks=10, rounds=30
-    )
-
-
-class CompleterLifecycle(ServiceLifecycleMachine[Completer]):
-    stop_timeout = 5.0
-
-    def make_service(self) -> Completer:
-        return Completer(_NoDatabase())
-
-
-class PipelineLifecycle(ServiceLifecycleMachine[Pipeline]):
-    stop_timeout = 5.0
-
-    def make_service(self) -> Pipeline:
-        return Pipeline(Completer(_NoDatabase()), SubscriptionManager())
-
-
-TestCompleterLifecycle = CompleterLifecycle.TestCase
-TestCompleterLifecycle.settings = settings(max_examples=30, stateful_step_count=15)
-TestPipelineLifecycle = PipelineLifecycle.TestCase
-TestPipelineLifecycle.settings = settings(max_examples=30, stateful_step_count=15)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from test_cli import invoke
-
 from rivertrio._driver import open_driver
+from support.cli import invoke
 
 
 async def _states_by_kind(database_url: str, schema: str) -> dict[tuple[str, str], int]:
@@ -52,9 +51,3 @@ async def test_the_demo_can_run_again_from_a_clean_schema(
         assert result.exit_code == 0, result.output
     counts = await _states_by_kind(database_url, empty_schema)
     assert sum(counts.values()) == 40
-
-
-async def test_the_demo_rejects_too_few_jobs() -> None:
-    result = await invoke("demo", "--jobs", "3")
-    assert result.exit_code == 2
-    assert "--jobs" in result.stderr

@@ -2,116 +2,21 @@
 
 Each file under docs/examples/ exposes ``async def main(database_url, schema)``
 and returns what it did; the docs include the files (pymdownx.snippets), so
-the code a reader sees is the code tested here.
+the code a reader sees is the code tested here. That every example is run and
+shown is checked without a database, in tests/unit/test_docs_examples_listed.py.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import re
-import sys
-from collections.abc import Callable
-from pathlib import Path
-from types import ModuleType
-from typing import Any
-
 import pytest
 import trio
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
-EXAMPLES = DOCS / "examples"
-
-#: What each example's ``main`` returns.
-EXPECTED: dict[str, Callable[[Any], object]] = {
-    "quickstart": lambda r: r.state,
-    "workers": sorted,
-    "inserting": lambda r: r,
-    "transactions": lambda r: r,
-    "unique": lambda r: r,
-    "snooze_cancel": lambda r: r,
-    "retries": lambda r: r,
-    "queues": lambda r: r,
-    "events": lambda r: r,
-    "worker_app": lambda r: r,
-    "poll_only": lambda r: r,
-    "migrations": lambda r: r,
-    "many_clients": lambda r: r,
-    "cancel_running": lambda r: r,
-    "pause_resume": lambda r: r,
-    "scheduled": lambda r: r,
-    "job_management": lambda r: r,
-    "periodic": lambda r: r,
-    "testing_workers": sorted,
-}
-RESULTS: dict[str, object] = {
-    "quickstart": "completed",
-    "workers": ["notify_uploader", "resize_image"],
-    "inserting": {
-        "one": ("billing", 2, 5, ["europe"]),
-        "many": ["billing", "urgent"],
-        "count": 1000,
-    },
-    "transactions": {"orders": 1, "jobs": 1},
-    "unique": [False, True, False],
-    "snooze_cancel": {
-        "poll_export": ("completed", 1, 2),
-        "charge_card": ("cancelled", 1, None),
-    },
-    "retries": {
-        "flaky": ("completed", 3, 2),
-        "gone": ("cancelled", 1, 1),
-        "down": ("discarded", 3, 3),
-    },
-    "queues": ["default", "video", "video-hd"],
-    "events": {"job_completed": 10, "job_failed": 3},
-    "worker_app": "completed",
-    "poll_only": "completed",
-    "migrations": [7, 7, 7],
-    "many_clients": 200,
-    "cancel_running": ["running", "cancelled"],
-    "pause_resume": ["queue_paused", "queue_resumed", "job_completed"],
-    "scheduled": ["scheduled", "completed"],
-    "job_management": {"same": True, "seen": 26, "retried": "available", "gone": 26},
-    "periodic": True,
-    "testing_workers": [
-        "test_sign_up_enqueues_a_welcome",
-        "test_unknown_user_is_cancelled",
-        "test_welcome_sends_an_email",
-    ],
-}
-
-#: Examples of features not built yet: they are in the docs but not run here yet.
-PENDING: dict[str, str] = {}
-
-
-def _load(name: str) -> ModuleType:
-    path = EXAMPLES / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"docs_example_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # dataclasses look their module up in sys.modules while the class is built.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from support.docs_examples import EXPECTED, RESULTS, load
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 async def test_example(name: str, database_url: str, migrated_schema: str) -> None:
-    module = _load(name)
+    module = load(name)
     with trio.fail_after(60):
         result = await module.main(database_url, migrated_schema)
     assert EXPECTED[name](result) == RESULTS[name]
-
-
-def test_every_example_is_run_or_pending() -> None:
-    names = {p.stem for p in EXAMPLES.glob("*.py")}
-    assert names == set(EXPECTED) | set(PENDING)
-    assert not set(EXPECTED) & set(PENDING)
-
-
-def test_every_example_is_shown_in_the_docs() -> None:
-    included: set[str] = set()
-    for page in DOCS.rglob("*.md"):
-        included.update(re.findall(r'--8<-- "examples/(\w+)\.py', page.read_text()))
-    missing = {p.stem for p in EXAMPLES.glob("*.py")} - included
-    assert not missing, f"examples no page includes: {sorted(missing)}"

@@ -79,12 +79,6 @@ async def test_statement_error_is_mapped(plain: Driver) -> None:
     assert not isinstance(info.value, DatabaseConnectionError)
 
 
-async def test_unreachable_database_names_host_and_port() -> None:
-    with pytest.raises(DatabaseConnectionError, match=r"127\.0\.0\.1:1\b"):
-        async with open_driver("postgresql://postgres@127.0.0.1:1/postgres"):
-            pass
-
-
 async def test_notification_in_transaction_arrives_after_commit(plain: Driver) -> None:
     listener = await plain.open_listener()
     try:

@@ -1,4 +1,8 @@
-"""Leader election: BEHAVIOURS.md 91-94, step-down on failed re-election, resignation on stop."""
+"""Leader election: one leader keeps its term, a second elector waits then wins.
+
+Also: a leader whose term was replaced steps down, ``request_resign`` makes it
+step down, so does a failed re-election, and a stopping leader resigns.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +11,16 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import trio
 
-from rivertrio._driver import Driver, Listener
-from rivertrio._driver._maintenance import (
-    CLIENT_ID_MARKER,
-    LockConnection,
-    elect,
-    liveness_key,
-    open_lock_connection,
-    reelect,
-)
+from rivertrio._driver import DedicatedConnection, Driver, Listener
+from rivertrio._driver._leadership import elect, reelect
+from rivertrio._driver._liveness import CLIENT_ID_MARKER, liveness_key, open_lock_connection
 from rivertrio._elector import Elector, request_resign
-from rivertrio._exceptions import ConfigError, DatabaseError
+from rivertrio._exceptions import DatabaseError
 from rivertrio._notifier import Notifier
 from support.maintenance import HookedDriver
 
@@ -52,7 +50,7 @@ async def put_leader(driver: Driver, leader_id: str, expires_in: float) -> Any:
     )
 
 
-async def take_lock(driver: Driver, client_id: str) -> LockConnection:
+async def take_lock(driver: Driver, client_id: str) -> DedicatedConnection:
     """Take `client_id`'s liveness lock, as its client's Liveness does."""
     lock = await open_lock_connection(driver, liveness_key(driver.schema, client_id))
     assert lock is not None
@@ -60,7 +58,7 @@ async def take_lock(driver: Driver, client_id: str) -> LockConnection:
 
 
 @asynccontextmanager
-async def liveness_held(driver: Driver, client_id: str) -> AsyncIterator[LockConnection]:
+async def liveness_held(driver: Driver, client_id: str) -> AsyncIterator[DedicatedConnection]:
     lock = await take_lock(driver, client_id)
     try:
         yield lock
@@ -389,13 +387,3 @@ async def test_leader_that_loses_its_lock_is_replaced_once_without_flapping(
                     assert row["elected_at"] == second_term.elected_at
                     first.stop()
                     second.stop()
-
-
-def test_elector_rejects_a_ttl_not_above_the_interval() -> None:
-    no_database = cast(Driver, None)  # validation happens before any I/O
-    with pytest.raises(ConfigError, match="ttl"):
-        Elector(no_database, "x", elect_interval=5, ttl=5)
-    with pytest.raises(ConfigError, match="elect_interval"):
-        Elector(no_database, "x", elect_interval=0)
-    with pytest.raises(ConfigError, match="does not end with"):
-        Elector(no_database, "go-client", liveness_lock=True)

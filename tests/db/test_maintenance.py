@@ -1,4 +1,4 @@
-"""Maintenance services: BEHAVIOURS.md 82-88 and 90, plus fast rescue of dead clients' jobs."""
+"""Maintenance: scheduler, rescuer, cleaners, leader-only, fast rescue of dead clients' jobs."""
 
 from __future__ import annotations
 
@@ -6,17 +6,18 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import trio
 
 import rivertrio
 from rivertrio._driver import Driver
-from rivertrio._driver._maintenance import open_lock_connection, rescue_jobs
+from rivertrio._driver._liveness import open_lock_connection
+from rivertrio._driver._maintenance import rescue_jobs
 from rivertrio._elector import Elector
-from rivertrio._exceptions import ConfigError
-from rivertrio._liveness import CLIENT_ID_MARKER, Liveness, LivenessError, liveness_key
+from rivertrio._exceptions import LivenessError
+from rivertrio._liveness import CLIENT_ID_MARKER, Liveness, liveness_key
 from rivertrio._maintenance import (
     JobCleaner,
     JobRescuer,
@@ -552,18 +553,6 @@ async def test_interval_service_runs_passes_and_wakes_early(driver: Driver) -> N
             await scheduler.passes.wait_for(2)
             scheduler.stop()
     assert await job_state(driver, job_id) == "available"
-
-
-def test_bad_settings_raise_config_errors() -> None:
-    driver = cast(Driver, None)  # validation happens before any I/O
-    with pytest.raises(ConfigError, match="batch_size"):
-        JobScheduler(driver, batch_size=0)
-    with pytest.raises(ConfigError, match="interval"):
-        JobCleaner(driver, interval=-1)
-    with pytest.raises(ConfigError, match="completed_retention"):
-        JobCleaner(driver, completed_retention=float("nan"))
-    with pytest.raises(ConfigError, match="orphan_grace"):
-        MaintenanceSettings(orphan_grace=-1)
 
 
 # -- 90: only the leader runs maintenance --

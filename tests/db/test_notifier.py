@@ -1,4 +1,4 @@
-"""The notifier: delivery, reconnection with backoff, liveness pings (BEHAVIOURS.md 95)."""
+"""The notifier: delivery, reconnection with backoff, liveness pings."""
 
 from __future__ import annotations
 
@@ -282,10 +282,10 @@ async def test_the_client_fetches_at_once_after_a_reconnection(
         running(silent, database_url) as inserter,
         client.subscribe(EventKind.JOB_COMPLETED) as events,
     ):
-        assert client._notifier is not None
+        assert client._tree.notifier is not None
         res = await inserter.insert(Noop())
-        await kill_listener(driver, client._notifier)
+        await kill_listener(driver, client._tree.notifier)
         with trio.fail_after(10):
-            await client._notifier.wait_reconnected(1)
+            await client._tree.notifier.wait_reconnected(1)
         event = await next_event(events, within=10)
         assert event.job is not None and event.job.id == res.job.id

@@ -1,4 +1,4 @@
-"""Periodic jobs: BEHAVIOURS.md 89, the registry, schedules, and the enqueuer the leader runs."""
+"""Periodic jobs: the registry, schedules, and the enqueuer the leader runs."""
 
 from __future__ import annotations
 
@@ -15,11 +15,9 @@ import trio
 import rivertrio
 from rivertrio._driver import Driver
 from rivertrio._elector import Elector
-from rivertrio._exceptions import ConfigError, NotFoundError
 from rivertrio._insert import Inserter
 from rivertrio._job import JobRow
 from rivertrio._maintenance import Maintainer, MaintenanceSettings, PeriodicEnqueuer, PeriodicJobs
-from rivertrio._maintenance._periodic import next_run_time
 from support.common import Noop, config
 from support.maintenance import first_passes_done
 
@@ -208,33 +206,6 @@ async def test_jobs_can_be_added_and_removed_at_runtime(
     assert len(calls) == calls_at_removal
     ns = [json.loads(r.encoded_args)["n"] for r in await periodic_rows(driver)]
     assert ns.count(2) == 1 and ns.count(1) == calls_at_removal
-
-
-def test_registry_rejects_bad_jobs_and_unknown_ids() -> None:
-    registry = PeriodicJobs([rivertrio.PeriodicJob(1, lambda: Noop(), id="a")])
-    with pytest.raises(ConfigError, match="already added"):
-        registry.add(rivertrio.PeriodicJob(1, lambda: Noop(), id="a"))
-    with pytest.raises(ConfigError, match="PeriodicJob"):
-        registry.add("every minute")  # type: ignore[arg-type]
-    with pytest.raises(NotFoundError, match="nope"):
-        registry.remove("nope")
-    auto = registry.add(rivertrio.PeriodicJob(1, lambda: Noop()))
-    assert auto != "a" and len(registry) == 2
-    assert [k for k, _ in registry.items()] == ["a", auto]
-
-
-def test_next_run_time_keeps_an_intervals_phase_and_skips_missed_firings() -> None:
-    t0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
-    assert next_run_time(10.0, t0, t0) == t0 + timedelta(seconds=10)
-    assert next_run_time(10.0, t0, t0 + timedelta(seconds=3)) == t0 + timedelta(seconds=10)
-    # Late by 25 s: the firings at +10 and +20 are not made up.
-    assert next_run_time(10.0, t0, t0 + timedelta(seconds=25)) == t0 + timedelta(seconds=30)
-
-
-def test_next_run_time_of_a_cron_expression() -> None:
-    now = datetime(2026, 1, 1, 12, 7, 30, tzinfo=UTC)
-    assert next_run_time("*/15 * * * *", now, now) == datetime(2026, 1, 1, 12, 15, tzinfo=UTC)
-    assert next_run_time("0 0 * * *", now, now) == datetime(2026, 1, 2, 0, 0, tzinfo=UTC)
 
 
 async def test_maintainer_fires_configured_periodic_jobs_while_leading(

@@ -1,4 +1,4 @@
-"""Queue rows and control: BEHAVIOURS.md 44-48 and 50."""
+"""Queue rows and control: registration, pause and resume, runtime queues, poll_only."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def fast_refresh(monkeypatch: pytest.MonkeyPatch) -> float:
 
 
 def producer(client: rivertrio.Client, queue: str = "default") -> Producer:
-    return client._producers[queue]
+    return client._tree.producers[queue]
 
 
 async def refreshes(p: Producer, count: int) -> None:
@@ -98,6 +98,11 @@ async def test_queue_list_and_get(database_url: str, migrated_schema: str) -> No
             await client.queue_get("Not A Queue")
         with pytest.raises(rivertrio.InvalidInputError, match="limit"):
             await client.queue_list(limit=0)
+        # The limit is sent as a bigint: a larger one is refused before the query
+        # (it used to fail in Postgres).
+        assert len(await client.queue_list(limit=2**63 - 1)) == 2
+        with pytest.raises(rivertrio.InvalidInputError, match=r"^limit must be an int from 1 to"):
+            await client.queue_list(limit=2**63)
 
 
 # -- 44: paused before start --
@@ -348,6 +353,41 @@ async def test_queues_added_and_removed_at_runtime(
             await client.queues.add("Bad Name", rivertrio.QueueConfig(max_workers=2))
 
 
+async def test_a_queue_added_at_runtime_is_checked_and_set_up_as_the_configs_are(
+    database_url: str, migrated_schema: str
+) -> None:
+    cfg = config(migrated_schema, fetch_cooldown=0.2, fetch_poll_interval=3.0)
+    async with running(cfg, database_url) as client:
+        # Its own poll interval below the client's cooldown: refused, as in a Config.
+        with pytest.raises(rivertrio.ConfigError, match=r"queues\['fast'\]\.fetch_poll_interval"):
+            await client.queues.add(
+                "fast", rivertrio.QueueConfig(max_workers=1, fetch_poll_interval=0.1)
+            )
+        await client.queues.add("own", rivertrio.QueueConfig(max_workers=3, fetch_cooldown=0.5))
+        await client.queues.add("inherits", rivertrio.QueueConfig(max_workers=1))
+        for name, expected in {
+            "default": (10, 0.2, 3.0),
+            "own": (3, 0.5, 3.0),
+            "inherits": (1, 0.2, 3.0),
+        }.items():
+            p = producer(client, name)
+            assert (p.max_workers, p.fetch_cooldown, p.fetch_poll_interval) == expected, name
+
+
+async def test_a_client_whose_queues_were_all_removed_still_stops(
+    database_url: str, migrated_schema: str
+) -> None:
+    async with running(config(migrated_schema), database_url) as client:
+        liveness = client._tree.liveness
+        assert liveness is not None and liveness.started
+        await client.queues.remove("default")
+        with trio.fail_after(10):
+            await client.stop()
+        # The liveness lock taken at start is released all the same.
+        assert liveness.stopped
+        assert not client.started
+
+
 # -- 50: poll_only --
 
 
@@ -361,7 +401,7 @@ async def test_poll_only_works_jobs_and_follows_pause_and_resume(
         running(other, database_url) as admin,
         client.subscribe(*EventKind) as events,
     ):
-        assert client._notifier is None
+        assert client._tree.notifier is None
         res = await admin.insert(Noop())
         event = await next_event(events)
         assert event.kind == EventKind.JOB_COMPLETED

@@ -1,4 +1,4 @@
-"""A Hypothesis state machine over a whole client on real Postgres (issue 4, item 6).
+"""A Hypothesis state machine over a whole client on real Postgres.
 
 Rules insert jobs whose workers complete, fail, snooze, cancel themselves, block
 until released, or ignore cancellation for a moment; open and close
@@ -26,6 +26,7 @@ from test_completion_machine import Host
 
 import rivertrio
 from rivertrio import EventKind
+from rivertrio._subscriptions import Overflow
 from support.common import Task
 
 T = TypeVar("T")
@@ -48,7 +49,7 @@ pytestmark = pytest.mark.timeout(0 if settings.get_current_profile_name() == "lo
 
 @dataclass(eq=False)
 class Sub:
-    overflow: str
+    overflow: Overflow
     run: int
     events: list[rivertrio.Event] = field(default_factory=list)
     leave: trio.CancelScope = field(default_factory=trio.CancelScope)
@@ -149,7 +150,7 @@ class ClientMachine(RuleBasedStateMachine):
         finally:
             sub.ended.set()
 
-    async def _open(self, overflow: str) -> Sub:
+    async def _open(self, overflow: Overflow) -> Sub:
         sub = Sub(overflow=overflow, run=self.runs)
         await self.host.nursery.start(self._consume, sub)
         return sub
@@ -196,7 +197,7 @@ class ClientMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.running)
     @rule(overflow=st.sampled_from(["block", "drop"]))
-    def subscribe(self, overflow: str) -> None:
+    def subscribe(self, overflow: Overflow) -> None:
         async def step() -> None:
             self.subs.append(await self._open(overflow))
 

@@ -42,7 +42,7 @@ from hypothesis.stateful import (
 import rivertrio
 from rivertrio._completer import Completer, CompletionItem
 from rivertrio._driver import Driver, open_driver
-from rivertrio._driver._jobs import JOB_COLUMNS
+from rivertrio._driver._sql import JOB_COLUMNS
 from rivertrio._events import Event, EventKind, Outcome, OutcomeKind
 from rivertrio._job import JobRow
 from rivertrio._subscriptions import Overflow, Subscription, SubscriptionManager

@@ -1,4 +1,4 @@
-"""The lifecycle contract on every database-backed service (BEHAVIOURS.md 1-5).
+"""The lifecycle contract on every database-backed service.
 
 Many tasks start and stop one service at once (`rivertrio.testing.stress_start_stop`):
 no exception, no deadlock, every stop within 5 s, and the service ends stopped.
@@ -14,7 +14,7 @@ import pytest
 
 import rivertrio
 from rivertrio._driver import Driver
-from rivertrio._driver._maintenance import _LIVE_KEYS, liveness_key
+from rivertrio._driver._liveness import LIVE_KEYS, liveness_key
 from rivertrio._elector import Elector
 from rivertrio._liveness import CLIENT_ID_MARKER, Liveness
 from rivertrio._maintenance import Maintainer
@@ -54,5 +54,5 @@ async def test_stress_start_stop(driver: Driver, name: str) -> None:
     if isinstance(service, Liveness):
         key = liveness_key(driver.schema, service.client_id)
         assert key not in await driver.fetchval(
-            f"SELECT coalesce(array_agg(k), '{{}}') FROM ({_LIVE_KEYS}) AS held(k)"
+            f"SELECT coalesce(array_agg(k), '{{}}') FROM ({LIVE_KEYS}) AS held(k)"
         )

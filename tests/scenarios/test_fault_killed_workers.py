@@ -1,4 +1,4 @@
-"""Issue 7, scenario 1: a worker process is SIGKILLed mid-run; no job is lost.
+"""A worker process is SIGKILLed mid-run; no job is lost.
 
 Three ``rivertrio worker support.load:config`` processes (real subprocesses,
 the CLI) work one queue of jobs that each sleep 10 to 50 ms and then record

@@ -1,4 +1,4 @@
-"""Issue 7, scenario 5: user code takes every connection it can from the client's pool.
+"""User code takes every connection it can from the client's pool.
 
 Jobs open ``client.transaction()`` and hold it open on an event. The client's
 own services (the fetcher, the completer, the elector) share the pool with

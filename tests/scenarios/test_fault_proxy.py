@@ -1,4 +1,4 @@
-"""Issue 7, scenario 3: connections cut or black-holed between the client and Postgres.
+"""Connections cut or black-holed between the client and Postgres.
 
 A `FaultProxy` sits between the client and the server and drops or stalls its
 connections by kind: the LISTEN connection, the pool's connections, the
@@ -161,7 +161,7 @@ async def test_a_lost_listen_connection_is_covered_by_polling_and_reported_once(
     tally = Tally(f"LISTEN connection: {fault}")
     with trio.fail_after(60):
         async with proxied_run(database_url, migrated_schema, total=100) as run:
-            notifier = run.client._notifier
+            notifier = run.client._tree.notifier
             assert notifier is not None
             await run.load.done.wait()
             await run.recorder.wait_until(lambda r: len(r.ids()) >= 100)
@@ -223,7 +223,7 @@ async def test_dropped_connections_are_replaced_and_reported_once(
             # Jobs inserted after the fault are worked: the client recovered.
             await run.recorder.wait_completed(await probe(run))
             tally.recover_seconds = trio.current_time() - faulted_at
-            liveness = run.client._liveness
+            liveness = run.client._tree.liveness
             assert liveness is not None
             final = await finish(run, driver)
 
@@ -295,7 +295,7 @@ async def test_a_refresh_that_gets_no_answer_gives_up_and_the_next_one_works(
             open_fault_proxy(database_url) as proxy,
             rivertrio.open_client(cfg, database_url=proxy.url()) as client,
         ):
-            producer = client._producers["default"]
+            producer = client._tree.producers["default"]
             # The pool's statements run, and their answers never arrive.
             proxy.hold_replies("pool")
             producer.request_refresh()

@@ -1,4 +1,4 @@
-"""Issue 7, scenario 2: the database restarts while a client works a stream of jobs.
+"""The database restarts while a client works a stream of jobs.
 
 The Postgres server is the test's own (`TempPostgres`), stopped with ``-m fast``
 (every session is terminated, as in a restart) and started again on the same
@@ -35,7 +35,7 @@ from support.faults import (
     watch_logs,
 )
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.requires_program("pg_ctl")]
 
 SCHEMA = "rt_fault"
 HELD = 5
@@ -125,16 +125,16 @@ async def test_a_restart_loses_no_job_and_delivers_each_event_once(
                 recovered_at = trio.current_time()
                 await load.done.wait()
                 await wait_none_available(driver, recorder)
-                assert client._notifier is not None and client._liveness is not None
-                reconnects = client._notifier.reconnects
-                lock_losses = client._liveness.losses.value
-                lock_regains = client._liveness.regains.value
-                leading = client._elector.is_leader
+                assert client._tree.notifier is not None and client._tree.liveness is not None
+                reconnects = client._tree.notifier.reconnects
+                lock_losses = client._tree.liveness.losses.value
+                lock_regains = client._tree.liveness.regains.value
+                leading = client._tree.elector.is_leader
                 # A soft stop: every job it took runs to the end, and every
                 # outcome is persisted and delivered before it returns.
                 await client.stop()
-            failed_attempts = client._completer.counters.failed_attempts
-            dropped = client._completer.counters.rows_dropped
+            failed_attempts = client._tree.completer.counters.failed_attempts
+            dropped = client._tree.completer.counters.rows_dropped
 
             # A fetch whose commit the outage left unanswered is confirmed once
             # the server is back: nothing stays running under this client.
@@ -191,8 +191,8 @@ async def test_an_outage_longer_than_the_retries_leaves_the_jobs_to_the_rescuer(
 
             async with recorded_client(cfg, pg.url, recorder) as (client, nursery):
                 # A retry budget the outage will outlast.
-                client._completer.max_attempts = 2
-                client._completer.retry_backoff = 0.01
+                client._tree.completer.max_attempts = 2
+                client._tree.completer.retry_backoff = 0.01
                 await client.insert_many([Task(name="held") for _ in range(HELD)])
                 load = Load(client, 200)
                 nursery.start_soon(load.run)
@@ -260,7 +260,7 @@ async def test_a_client_stopped_during_an_outage_stops_in_bounded_time(
                 stop_started = trio.current_time()
                 await client.stop()
                 stop_took = trio.current_time() - stop_started
-                final_flush = client._completer.final_flush_timeout
+                final_flush = client._tree.completer.final_flush_timeout
             await pg.start()
             up_at = trio.current_time()
             [line] = logs.matching("final flush deadline", level=logging.ERROR)

@@ -57,7 +57,7 @@ async def test_leadership_moves_when_the_leader_process_exits(
 
             cfg = config(migrated_schema, id=f"second-{suffix}{CLIENT_ID_MARKER}")
             async with rivertrio.open_client(cfg, database_url=database_url) as second:
-                await second._elector.attempts.wait_for(1)  # lost: the child leads
+                await second._tree.elector.attempts.wait_for(1)  # lost: the child leads
                 assert await leader_id(driver) == child_id  # a follower while it lives
                 if how == "interrupted":
                     proc.send_signal(signal.SIGINT)  # Ctrl-C: the client stops and resigns
@@ -65,7 +65,7 @@ async def test_leadership_moves_when_the_leader_process_exits(
                     proc.kill()  # SIGKILL: no resignation, its sessions simply end
                 exited_at = trio.current_time()
                 await proc.wait()
-                await second._maintainer.terms.wait_for(1)
+                await second._tree.maintainer.terms.wait_for(1)
                 took = trio.current_time() - exited_at
                 assert await leader_id(driver) == second.id
         finally:

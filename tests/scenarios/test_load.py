@@ -1,4 +1,4 @@
-"""Issue 7, scenario 7: load across processes; no job lost or run twice; flat memory.
+"""Load across processes; no job lost or run twice; flat memory.
 
 Four ``rivertrio worker support.load:config`` processes, each with 10 queues
 (10 producers) of 25 workers (1,000 workers in all), burn down jobs spread

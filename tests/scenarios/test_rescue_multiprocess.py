@@ -82,8 +82,8 @@ async def test_dead_process_jobs_are_rescued_within_seconds(
 
     with trio.fail_after(60):
         async with rivertrio.open_client(live_cfg, database_url=database_url) as live:
-            await live._maintainer.terms.wait_for(1)  # leader
-            rescuer = live._maintainer.service(JobRescuer)
+            await live._tree.maintainer.terms.wait_for(1)  # leader
+            rescuer = live._tree.maintainer.service(JobRescuer)
             long_job = (await live.insert(Long(), rivertrio.InsertOpts(queue="slow"))).job
             await long_started.wait()
 

@@ -101,3 +101,11 @@ async def running(cfg: rivertrio.Config, database_url: str) -> AsyncIterator[riv
 def replace(cfg: rivertrio.Config, **changes: Any) -> rivertrio.Config:
     """A copy of a config with some fields changed."""
     return dataclasses.replace(cfg, **changes)
+
+
+def nested(depth: int) -> list[Any]:
+    """A list nested `depth` levels deep (built without recursion)."""
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value

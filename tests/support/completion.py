@@ -10,14 +10,16 @@ import trio
 
 from rivertrio._completer import Completer, CompletionItem
 from rivertrio._driver import Driver
-from rivertrio._driver._jobs import JOB_COLUMNS
-from rivertrio._events import Event, Outcome, OutcomeKind
+from rivertrio._driver._sql import JOB_COLUMNS
+from rivertrio._events import Event, EventKind, Outcome, OutcomeKind
 from rivertrio._exceptions import DatabaseConnectionError
 from rivertrio._job import JobRow
 from rivertrio._service import Service
 from rivertrio._subscriptions import SubscriptionManager
 
 T = TypeVar("T")
+
+ALL_KINDS = tuple(EventKind)
 
 
 class _Fast(TypedDict):
@@ -123,6 +125,12 @@ async def drain_output(
     """Read a completer's output until it closes, as the subscription manager would."""
     async for batch in source:
         into.append(batch)  # noqa: PERF401 -- visible as it arrives, not only at the end
+
+
+async def read_all(events: trio.MemoryReceiveChannel[Event], into: list[Event]) -> None:
+    """Read a subscription until its channel closes."""
+    async for event in events:
+        into.append(event)  # noqa: PERF401 -- visible as it arrives, not only at the end
 
 
 class Pipeline(Service):

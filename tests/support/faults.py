@@ -1,4 +1,4 @@
-"""Infrastructure faults for the reliability tests (issue 7).
+"""Infrastructure faults for the fault scenarios (tests/scenarios).
 
 - `FaultProxy`: a TCP proxy in front of Postgres that drops or black-holes
   connections on command, chosen by what they are (pool, LISTEN, liveness lock).
@@ -12,6 +12,8 @@
 
 When the tests run as root (CI), Postgres and pgbouncer run as the ``postgres``
 user through ``runuser``, in directories of their own under the system temp dir.
+A test that starts either carries ``@pytest.mark.requires_program`` (see
+`support.programs`), so that it is skipped, not failed, where they are missing.
 
 Everything here talks to real processes and sockets; nothing mocks Postgres.
 """
@@ -44,6 +46,7 @@ import trio
 import rivertrio
 from rivertrio._driver import Driver
 from rivertrio._exceptions import DatabaseError
+from support import programs
 from support.common import Task
 
 # --------------------------------------------------------------------------------------
@@ -155,7 +158,7 @@ class Link:
     _down_type: int = 0
     _down_left: int = 0
 
-    def feed_client_bytes(self, data: bytes) -> bool:
+    def feed_client_bytes(self, data: bytes | bytearray) -> bool:
         """Read the startup packet from the client's first bytes; True once the kind is known."""
         if self.kind is not None:
             return True
@@ -191,7 +194,7 @@ class Link:
                 return True
         return False
 
-    def frame(self, data: bytes) -> list[tuple[int, bytes]]:
+    def frame(self, data: bytes | bytearray) -> list[tuple[int, bytes]]:
         """Frame the server's messages; returns the ReadyForQuery ('Z') and
         CommandComplete ('C', with its tag) messages that `data` ends."""
         found: list[tuple[int, bytes]] = []
@@ -415,34 +418,25 @@ async def open_fault_proxy(database_url: str) -> AsyncIterator[FaultProxy]:
 # --------------------------------------------------------------------------------------
 # Processes run as the postgres user (Postgres and pgbouncer refuse to run as root)
 
-_INSTALL_HINT = (
-    "install the Postgres server binaries (Debian/Ubuntu: `apt-get install -y postgresql`), "
-    "or `pip install pgserver` (its bundled initdb/pg_ctl are used then)"
-)
+
+def _program(name: str) -> None:
+    """Fail if the program `name` cannot run: the test lacks its ``requires_program`` mark."""
+    reason = programs.missing(name)
+    if reason is not None:
+        pytest.fail(f"{reason}; mark the test @pytest.mark.requires_program({name!r})")
 
 
 def _service_user() -> str | None:
     """Who runs the servers: None (ourselves) unless we are root, then ``postgres``."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        pwd.getpwnam("postgres")
-    except KeyError:
-        pytest.fail(
-            "these tests run as root, and Postgres and pgbouncer refuse to: they run as the "
-            "`postgres` user, which does not exist here (create it: `useradd postgres`, or "
-            "install the `postgresql` package)"
-        )
-    return "postgres"
+    return programs.SERVICE_USER if os.geteuid() == 0 else None
 
 
 def _as_service_user(argv: Sequence[str]) -> list[str]:
     user = _service_user()
     if user is None:
         return list(argv)
-    runuser = shutil.which("runuser")
-    if runuser is None:
-        pytest.fail("running as root needs `runuser` (util-linux) to start servers as postgres")
+    runuser = programs.which("runuser")
+    assert runuser is not None, "checked by the test's requires_program mark"
     return [runuser, "-u", user, "--", *argv]
 
 
@@ -468,27 +462,11 @@ async def _run(argv: Sequence[str], what: str) -> str:
 
 
 def postgres_bindir() -> Path:
-    """The directory holding initdb and pg_ctl: the newest system install, else pgserver's."""
-
-    def version(path: Path) -> tuple[int, ...]:
-        return tuple(int(p) for p in re.findall(r"\d+", path.parent.parent.name))
-
-    candidates = sorted(
-        (p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")),
-        key=lambda bindir: version(bindir / "pg_ctl"),
-        reverse=True,
-    )
-    on_path = shutil.which("pg_ctl")
-    if on_path:
-        candidates.append(Path(on_path).parent)
-    with contextlib.suppress(ImportError):
-        import pgserver  # type: ignore[import-untyped]
-
-        candidates.append(Path(pgserver.__file__).parent / "pginstall" / "bin")
-    for bindir in candidates:
-        if (bindir / "initdb").exists() and (bindir / "pg_ctl").exists():
-            return bindir
-    pytest.fail(f"no Postgres server binaries (initdb, pg_ctl) found: {_INSTALL_HINT}")
+    """The directory holding initdb and pg_ctl (see `programs.find_postgres_bindir`)."""
+    _program("pg_ctl")
+    bindir = programs.find_postgres_bindir()
+    assert bindir is not None
+    return bindir
 
 
 class TempPostgres:
@@ -579,7 +557,8 @@ class TempPostgres:
 @asynccontextmanager
 async def temp_postgres() -> AsyncIterator[TempPostgres]:
     """A started `TempPostgres`; stopped and deleted afterwards."""
-    pg = TempPostgres(_private_dir("rivertrio-pg-"), postgres_bindir())
+    bindir = postgres_bindir()
+    pg = TempPostgres(_private_dir("rivertrio-pg-"), bindir)
     try:
         with trio.fail_after(60):
             await pg.init()
@@ -598,15 +577,10 @@ async def temp_postgres() -> AsyncIterator[TempPostgres]:
 
 
 def pgbouncer_binary() -> str:
-    """The pgbouncer executable; the test fails (never skips) when it is missing."""
-    found = shutil.which("pgbouncer") or (
-        "/usr/sbin/pgbouncer" if os.path.exists("/usr/sbin/pgbouncer") else None
-    )
-    if found is None:
-        pytest.fail(
-            "pgbouncer is not installed: install it (Debian/Ubuntu: "
-            "`apt-get update && apt-get install -y pgbouncer`); these tests need it"
-        )
+    """The pgbouncer executable (see `programs.find_pgbouncer`)."""
+    _program("pgbouncer")
+    found = programs.find_pgbouncer()
+    assert found is not None
     return found
 
 

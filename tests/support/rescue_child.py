@@ -43,7 +43,7 @@ async def main(url: str, schema: str, client_id: str, max_workers: int, lead: bo
     async with rivertrio.open_client(cfg, database_url=url) as client:
         print("ready", flush=True)
         if lead:
-            await client._maintainer.terms.wait_for(1)
+            await client._tree.maintainer.terms.wait_for(1)
             print("leader", flush=True)
         await trio.sleep_forever()
 

@@ -1,4 +1,10 @@
-"""The service lifecycle contract (BEHAVIOURS.md 1-6) on toy services; no database."""
+"""The service lifecycle contract on toy services; no database.
+
+Stop before start returns at once, a second stop does nothing, a failed start can
+be retried, waiting for "started" before the start is legal, many tasks starting
+and stopping one service neither raise nor deadlock, and a group whose second
+service fails to start stops the first and raises the error.
+"""
 
 from __future__ import annotations
 
@@ -45,7 +51,7 @@ class Toy(Service):
 
 
 async def test_stop_never_started_returns_at_once() -> None:
-    """Behaviour 1: stop() on a never-started service is a no-op; a later start works."""
+    """stop() on a never-started service is a no-op; a later start works."""
     service = Toy()
     assert service.stopped
     assert not service.started
@@ -68,7 +74,7 @@ async def test_stop_never_started_returns_at_once() -> None:
 
 
 async def test_second_stop_is_a_no_op() -> None:
-    """Behaviour 2: a second stop(), and a stop after stopped, change nothing."""
+    """A second stop(), and a stop after stopped, change nothing."""
     service = Toy()
     with trio.fail_after(HANG):
         async with trio.open_nursery() as nursery:
@@ -85,7 +91,7 @@ async def test_second_stop_is_a_no_op() -> None:
 
 
 async def test_failed_start_can_be_started_again() -> None:
-    """Behaviour 3: the start error comes out of nursery.start as is; a retry works."""
+    """The start error comes out of nursery.start as is; a retry works."""
     service = Toy(fail_starts=1)
     with trio.fail_after(HANG):
         async with trio.open_nursery() as nursery:
@@ -105,7 +111,7 @@ async def test_failed_start_can_be_started_again() -> None:
 
 
 async def test_wait_started_before_start_fires_when_it_starts() -> None:
-    """Behaviour 4: wait_started() is legal before start; a failed start does not wake it."""
+    """wait_started() is legal before start; a failed start does not wake it."""
     service = Toy(fail_starts=1)
     woken = trio.Event()
 
@@ -155,7 +161,7 @@ async def test_wait_started_after_a_restart_waits_for_the_new_start() -> None:
 
 
 async def test_stress_ten_tasks_fifty_rounds() -> None:
-    """Behaviour 5: 10 tasks x 50 start/stop rounds, no error, no deadlock, stops within 5 s."""
+    """10 tasks x 50 start/stop rounds, no error, no deadlock, stops within 5 s."""
     with trio.fail_after(60):
         service = await stress_start_stop(Toy, tasks=10, rounds=50, stop_timeout=5.0)
     assert service.stopped
@@ -164,7 +170,7 @@ async def test_stress_ten_tasks_fifty_rounds() -> None:
 
 
 async def test_start_all_stops_the_started_ones_when_one_fails() -> None:
-    """Behaviour 6: the second fails: the first is stopped, the third never tried."""
+    """Of three services the second fails to start: the first is stopped, the third never tried."""
     first, second, third = Toy(), Toy(fail_starts=1), Toy()
     with trio.fail_after(HANG):
         async with trio.open_nursery() as nursery:

@@ -1,4 +1,4 @@
-"""Unique options, the unique key and the unique-states bitmask (SCHEMA.md, "Unique jobs")."""
+"""Unique options, the unique key and the unique-states bitmask, byte for byte River's."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def test_period_bounds() -> None:
         truncate_to_period(NOW.replace(tzinfo=None), 60)
 
 
-# --- behaviour 37: args sorted at the top level; periods under 1 s rejected ---
+# --- args sorted at the top level; periods under 1 s rejected ---
 
 
 def test_by_args_sorts_top_level_keys_only() -> None:
@@ -153,17 +153,20 @@ def test_by_args_distinguishes_values() -> None:
 
 @pytest.mark.parametrize("period", [0.999, 0, -5, float("nan"), float("-inf")])
 def test_by_period_under_one_second_is_rejected(period: float) -> None:
-    with pytest.raises(InvalidInputError, match=r"by_period must be at least 1 second"):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"^UniqueOpts\.by_period must be a finite number of seconds, at least 1",
+    ):
         UniqueOpts(by_period=period)
 
 
 def test_by_period_of_wrong_type_is_rejected() -> None:
-    with pytest.raises(InvalidInputError, match="by_period must be a number"):
+    with pytest.raises(InvalidInputError, match="by_period must be a finite number of seconds"):
         UniqueOpts(by_period="60")  # type: ignore[arg-type]
     assert UniqueOpts(by_period=1).by_period == 1.0
 
 
-# --- behaviours 35 and 36: unique states ---
+# --- unique states: the required ones, the bitmask ---
 
 
 def test_default_unique_states_are_0xf5() -> None:

@@ -10,7 +10,8 @@ from typing import Any, Generic, TypeVar
 import pytest
 
 from rivertrio import ConfigError, InvalidInputError
-from rivertrio._job import Job, JobArgs, JobRow, JobState
+from rivertrio._args import Job, JobArgs
+from rivertrio._job import JobRow, JobState
 from rivertrio._worker import (
     DEFAULT_TIMEOUT,
     JobCancel,
@@ -220,8 +221,11 @@ def test_resolve_timeout() -> None:
     assert resolve_timeout(TimedWorker(DEFAULT_TIMEOUT), job, 60.0) == 60.0
     assert resolve_timeout(TimedWorker(DEFAULT_TIMEOUT), job, None) is None
     assert resolve_timeout(TimedWorker(None), job, 60.0) is None
-    for bad in (0, -1, float("nan"), "5", True):
-        with pytest.raises(InvalidInputError, match=r"TimedWorker.timeout\(\) returned"):
+    for bad in (0, -1, float("nan"), float("inf"), "5", True):
+        with pytest.raises(
+            InvalidInputError,
+            match=r"^TimedWorker\.timeout\(\) must be a finite number of seconds, greater than 0",
+        ):
             resolve_timeout(TimedWorker(bad), job, 60.0)
 
 
@@ -243,5 +247,7 @@ def test_job_snooze_accepts_non_negative(seconds: float) -> None:
 
 @pytest.mark.parametrize("seconds", [-1, -0.001, float("nan"), float("inf"), "5", True, None])
 def test_job_snooze_rejects_invalid(seconds: Any) -> None:
-    with pytest.raises(InvalidInputError, match="JobSnooze seconds must be a finite number >= 0"):
+    with pytest.raises(
+        InvalidInputError, match="JobSnooze seconds must be a finite number of seconds, 0 or more"
+    ):
         JobSnooze(seconds)

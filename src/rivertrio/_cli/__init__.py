@@ -1,4 +1,4 @@
-"""The ``rivertrio`` command line: demo, worker, bench, migrate, jobs, queues."""
+"""The ``rivertrio`` command line: demo, worker, bench, migrate, jobs, queues, ui."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from .demo import demo
 from .jobs import jobs
 from .migrate import migrate
 from .queues import queues
+from .ui import ui
 from .worker import worker
 
 __all__ = ["cli", "main"]
@@ -35,6 +36,7 @@ cli.add_command(bench_child)
 cli.add_command(migrate)
 cli.add_command(jobs)
 cli.add_command(queues)
+cli.add_command(ui)
 
 
 def main() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -16,6 +15,7 @@ import trio
 from .._client import Client, open_client
 from .._config import Config
 from .._exceptions import RivertrioError
+from .._validate import schema_name_problem
 from ..embedded import DATABASE_URL_ENV
 
 __all__ = [
@@ -33,9 +33,6 @@ __all__ = [
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
-# An unquoted Postgres identifier, as Config accepts for `schema`.
-_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
-_MAX_IDENTIFIER = 63
 _URL_SCHEMES = ("postgresql://", "postgres://")
 
 
@@ -153,13 +150,9 @@ def database_url_option(fn: F) -> F:
 def _check_schema(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value is None:
         return None
-    if not _SCHEMA_NAME.fullmatch(value) or len(value.encode()) > _MAX_IDENTIFIER:
-        raise click.BadParameter(
-            f"{value!r} is not a valid Postgres schema name: a letter or '_', then letters, "
-            f"digits, '_' or '$', at most {_MAX_IDENTIFIER} bytes",
-            ctx=ctx,
-            param=param,
-        )
+    problem = schema_name_problem(value)
+    if problem is not None:
+        raise click.BadParameter(problem, ctx=ctx, param=param)
     return value
 
 

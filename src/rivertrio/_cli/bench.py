@@ -44,14 +44,15 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from .._args import InsertOpts, Job, JobArgs
 from .._client import open_client
-from .._config import Config, QueueConfig, queue_name_problem
-from .._driver import Driver, describe_url, open_driver
-from .._driver._jobs import complete_jobs, fetch_jobs
+from .._config import Config, QueueConfig
+from .._driver import Driver, describe_url, open_driver, quote_ident
+from .._driver._completer import complete_jobs
+from .._driver._producer import fetch_jobs
 from .._events import EventKind
-from .._insert import InsertOpts
-from .._job import Job, JobArgs
 from .._migrate import migrate
+from .._validate import queue_name_problem
 from .._worker import Workers
 from ..embedded import DATABASE_URL_ENV, resolve_database_url
 from ._common import CliError, database_url_option, run_trio, schema_option
@@ -136,7 +137,7 @@ def _noop_workers() -> Workers:
 
 async def _prepare(url: str, schema: str, reset: bool) -> None:
     async with open_driver(url, max_size=1) as admin:
-        await admin.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        await admin.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
     await migrate(url, schema=schema)
     if reset:
         async with open_driver(url, schema=schema, max_size=1) as admin:

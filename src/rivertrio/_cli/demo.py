@@ -21,12 +21,12 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from .._args import InsertOpts, InsertParams, Job, JobArgs
 from .._client import Client, open_client
 from .._config import Config, QueueConfig
-from .._driver import Driver, describe_url, open_driver
+from .._driver import Driver, describe_url, open_driver, quote_ident
 from .._events import Event, EventKind
-from .._insert import InsertOpts, InsertParams
-from .._job import Job, JobArgs, JobRow
+from .._job import JobRow
 from .._migrate import migrate
 from .._worker import JobSnooze, Workers
 from ..embedded import resolve_database_url
@@ -314,8 +314,8 @@ async def _cancel_export(client: Client, state: _State, export_id: int) -> None:
 async def _recreate_schema(url: str, schema: str) -> None:
     async with open_driver(url) as admin:
         await admin.execute(
-            f"SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS \"{schema}\" CASCADE; "
-            f'CREATE SCHEMA "{schema}"'
+            f"SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE; "
+            f"CREATE SCHEMA {quote_ident(schema)}"
         )
     await migrate(url, schema=schema)
 

@@ -34,7 +34,7 @@ from ._errors import describe_url
 from ._listener import DELIVERY_PROBE_TIMEOUT, Listener, Notification
 from ._pool import Driver, open_driver
 from ._queryable import Queryable, Tx
-from ._sql import qualify
+from ._sql import qualify, quote_ident
 
 __all__ = [
     "DELIVERY_PROBE_TIMEOUT",
@@ -48,4 +48,5 @@ __all__ = [
     "describe_url",
     "open_driver",
     "qualify",
+    "quote_ident",
 ]

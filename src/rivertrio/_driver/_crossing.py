@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import asyncpg
+import outcome
 import trio
 import trio_asyncio
 
@@ -35,11 +37,21 @@ RELEASE_TIMEOUT = 5.0
 
 
 class _CrossingTask(asyncio.Task[T]):
-    """The asyncio task of one loop crossing; it can arm a watchdog when cancelled."""
+    """The asyncio task of one loop crossing; it can arm a watchdog when cancelled.
+
+    A held task (``hold=True``) is not interrupted by a cancellation: it runs to
+    its end, and only if it has not ended `RELEASE_TIMEOUT` seconds later is it
+    cancelled after all (the watchdog then follows as for any cancellation).
+    """
 
     watchdog: Callable[[], None] | None = None
+    held = False
 
     def cancel(self, msg: Any | None = None) -> bool:
+        if self.held and not self.done():
+            self.held = False
+            self.get_loop().call_later(RELEASE_TIMEOUT, self._overdue, msg)
+            return False
         if self.watchdog is not None and not self.done():
             watchdog = self.watchdog
             self.watchdog = None
@@ -50,6 +62,37 @@ class _CrossingTask(asyncio.Task[T]):
 
             self.get_loop().call_later(RELEASE_TIMEOUT, check)
         return super().cancel(msg)
+
+    def _overdue(self, msg: Any | None) -> None:
+        if not self.done():
+            self.cancel(msg)
+
+
+class _Handoff:
+    """Runs a crossing's coroutine and hands its outcome straight to the waiting Trio task.
+
+    Rescheduling the Trio task from inside the asyncio task, rather than from
+    the task's done callback, saves one pass of the asyncio loop (and of Trio's
+    scheduler) per crossing.
+    """
+
+    __slots__ = ("coro", "started", "trio_task")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], trio_task: trio.lowlevel.Task) -> None:
+        self.coro = coro
+        self.trio_task = trio_task
+        self.started = False
+
+    async def run(self) -> None:
+        self.started = True
+        try:
+            value = await self.coro
+        except BaseException as exc:
+            trio.lowlevel.reschedule(self.trio_task, outcome.Error(exc))
+            if not isinstance(exc, Exception):
+                raise  # a cancelled task ends cancelled
+            return
+        trio.lowlevel.reschedule(self.trio_task, outcome.Value(value))
 
 
 class Crossing:
@@ -66,7 +109,11 @@ class Crossing:
         """Where the server is, as ``host:port``, for messages."""
 
     async def cross(
-        self, coro: Coroutine[Any, Any, T], watchdog: Callable[[], None] | None = None
+        self,
+        coro: Coroutine[Any, Any, T],
+        watchdog: Callable[[], None] | None = None,
+        *,
+        hold: bool = False,
     ) -> T:
         """Run `coro` on the asyncio side and wait for it: one loop crossing.
 
@@ -74,18 +121,47 @@ class Crossing:
         to finish (its cleanup included). `watchdog`, if given, is called if it
         has not finished `RELEASE_TIMEOUT` seconds after that.
 
+        With `hold`, a cancellation arriving once the crossing has begun does not
+        interrupt `coro`: the caller gets its result or its error, as if the
+        cancellation had come later (the next checkpoint raises it). Only if
+        `coro` has not ended `RELEASE_TIMEOUT` seconds after the cancellation is
+        it cancelled, as without `hold`. For statements whose outcome the caller
+        must know, and statements run on behalf of other tasks too.
+
         Raises:
             DatabaseConnectionError: The connection failed or could not be opened.
             DatabaseError: A statement failed.
         """
+        handoff = _Handoff(coro, trio.lowlevel.current_task())
         try:
-            task = _CrossingTask(coro, loop=self._loop)
+            task: _CrossingTask[None] = _CrossingTask(handoff.run(), loop=self._loop)
         except BaseException:
             coro.close()  # avoid an "never awaited" warning
             raise
         task.watchdog = watchdog
+        task.held = hold
+        raise_cancel: Callable[[], NoReturn] | None = None
+
+        def abort(raise_cancel_arg: Callable[[], NoReturn]) -> trio.lowlevel.Abort:
+            nonlocal raise_cancel
+            if not handoff.started and not hold:
+                # Not begun: it never will, and nothing needs cleaning up.
+                task.cancel()
+                coro.close()
+                return trio.lowlevel.Abort.SUCCEEDED
+            raise_cancel = raise_cancel_arg
+            task.cancel()
+            return trio.lowlevel.Abort.FAILED
+
         try:
-            return await trio_asyncio.run_aio_future(task)  # type: ignore[no-any-return]
+            return await trio.lowlevel.wait_task_rescheduled(abort)  # type: ignore[no-any-return]
+        except asyncio.CancelledError as exc:
+            if raise_cancel is None:
+                raise
+            try:
+                raise_cancel()
+            finally:
+                sys.exc_info()[1].__cause__ = exc  # type: ignore[union-attr]
         except trio.Cancelled:
             raise
         except Exception as exc:

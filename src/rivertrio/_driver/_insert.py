@@ -1,10 +1,12 @@
 """SQL for the inserter: the unnest insert and COPY, atomic with their notifications. Asyncio side.
 
-Both entry points run on one connection in one loop crossing (through
-``Driver.run`` or ``Tx.run``). On a connection already inside a transaction (a
-caller's ``Tx``) they run in it, so the rows and their notifications commit
-with the caller's work; otherwise they open and commit a transaction of their
-own and say so. ``/*schema*/`` in the SQL is replaced by ``qualify``.
+`insert_jobs` is one statement: it inserts the rows and sends their insert
+notifications, so on the pool it autocommits in one round trip, and in a
+caller's transaction (a ``Tx``) both commit with the caller's work. `copy_jobs`
+needs several statements and runs them in a transaction (the caller's, or one
+of its own). Each runs on one connection in one loop crossing (through
+``Driver.run_held`` or ``Tx.run``). ``/*schema*/`` in the SQL is replaced by
+``qualify``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import asyncpg
 
 from ._sql import JOB_COLUMNS, qualify
 
-__all__ = ["JobToInsert", "copy_jobs", "insert_jobs", "insert_jobs_atomic"]
+__all__ = ["JobToInsert", "available_queues", "copy_jobs", "insert_each", "insert_jobs"]
 
 T = TypeVar("T")
 
@@ -43,19 +45,36 @@ FROM unnest($1::jsonb[], $2::text[], $3::smallint[], $4::jsonb[], $5::smallint[]
 ORDER BY u.ord
 """
 
-INSERT = _INSERT_SELECT + f"RETURNING {JOB_COLUMNS}, false AS unique_skipped_as_duplicate"
-
 # River's trick: DO UPDATE (a no-op change) so RETURNING yields the existing row;
 # xmax is non-zero exactly for rows that already existed.
-INSERT_UNIQUE = (
-    _INSERT_SELECT
-    + """
+_ON_CONFLICT = """
 ON CONFLICT (unique_key)
     WHERE unique_key IS NOT NULL AND unique_states IS NOT NULL
         AND /*schema*/river_job_state_in_bitmask(unique_states, state)
     DO UPDATE SET kind = EXCLUDED.kind
 """
-    + f"RETURNING {JOB_COLUMNS}, (xmax <> 0) AS unique_skipped_as_duplicate"
+
+# The notifications travel in the insert's own statement: one round trip, and
+# they commit (and are delivered) exactly when the rows do. $13/$14 are the
+# queues the inserter may notify (its debounce) and their payloads; a queue is
+# notified only if one of its rows was inserted available. The final SELECT
+# reads `notified`, or Postgres would not run it.
+_WITH_NOTIFY = """
+WITH inserted AS ({insert}
+    RETURNING {columns}, {duplicate} AS unique_skipped_as_duplicate
+), notified AS (
+    SELECT pg_notify($12, n.payload)
+    FROM unnest($13::text[], $14::text[]) AS n(queue, payload)
+    WHERE EXISTS (
+        SELECT 1 FROM inserted i
+        WHERE i.queue = n.queue AND i.state = 'available' AND NOT i.unique_skipped_as_duplicate)
+)
+SELECT inserted.*, (SELECT count(*) FROM notified) AS notifications FROM inserted
+"""
+
+INSERT = _WITH_NOTIFY.format(insert=_INSERT_SELECT, columns=JOB_COLUMNS, duplicate="false")
+INSERT_UNIQUE = _WITH_NOTIFY.format(
+    insert=_INSERT_SELECT + _ON_CONFLICT, columns=JOB_COLUMNS, duplicate="(xmax <> 0)"
 )
 
 NOTIFY_MANY = "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS n(c, p)"
@@ -107,23 +126,66 @@ def _columns(jobs: Sequence[JobToInsert]) -> list[list[Any]]:
     ]
 
 
+def available_queues(records: Sequence[asyncpg.Record]) -> set[str]:
+    """The queues that got an available job (new, not a unique duplicate) among `records`."""
+    return {
+        rec["queue"]
+        for rec in records
+        if rec["state"] == "available" and not rec["unique_skipped_as_duplicate"]
+    }
+
+
 async def insert_jobs(
     conn: asyncpg.Connection,
     schema: str | None,
     jobs: Sequence[JobToInsert],
-    notify: Callable[[Sequence[asyncpg.Record]], tuple[list[str], list[str]]],
+    channel: str,
+    queues: Sequence[str],
+    payloads: Sequence[str],
 ) -> list[asyncpg.Record]:
-    """Insert jobs in one statement, then send the insert notifications `notify` picks.
+    """Insert jobs and send their notifications, in one statement.
 
-    `notify` sees the inserted rows and returns (channels, payloads); it runs on
-    this thread between the two statements and must not block.
+    `queues` are those that may be notified, with their `payloads`, on
+    `channel`; a queue is notified only if it got an available job. Returns
+    one row per job, in order, with ``unique_skipped_as_duplicate``.
     """
     sql = INSERT_UNIQUE if any(j.unique_key is not None for j in jobs) else INSERT
-    records: list[asyncpg.Record] = await conn.fetch(qualify(sql, schema), *_columns(jobs))
-    channels, payloads = notify(records)
-    if channels:
-        await conn.execute(NOTIFY_MANY, channels, payloads)
-    return records
+    return await conn.fetch(
+        qualify(sql, schema), *_columns(jobs), channel, list(queues), list(payloads)
+    )
+
+
+async def insert_each(
+    conn: asyncpg.Connection,
+    schema: str | None,
+    jobs: Sequence[JobToInsert],
+    channel: str,
+    queues: Sequence[str],
+    payloads: Sequence[str],
+) -> list[asyncpg.Record | Exception]:
+    """`insert_jobs` one job at a time, each autocommitted: a rejected job fails alone.
+
+    Returns, per job, its row or the error that rejected it. Once the
+    connection fails, that error stands for the job it failed and every later
+    one (none of which was sent). A queue is notified at most once.
+    """
+    pending = dict(zip(queues, payloads, strict=True))
+    outcomes: list[asyncpg.Record | Exception] = []
+    for i, job in enumerate(jobs):
+        try:
+            records = await insert_jobs(
+                conn, schema, [job], channel, list(pending), list(pending.values())
+            )
+        except asyncpg.PostgresError as exc:
+            outcomes.append(exc)
+            continue
+        except Exception as exc:
+            outcomes.extend([exc] * (len(jobs) - i))
+            break
+        outcomes.append(records[0])
+        for queue in available_queues(records):
+            pending.pop(queue, None)
+    return outcomes
 
 
 # COPY column order; created_at is left to its default, now(), which inside the
@@ -149,20 +211,6 @@ async def _atomically(conn: asyncpg.Connection, body: Callable[[], Awaitable[T]]
     async with conn.transaction():
         result = await body()
     return result, True
-
-
-async def insert_jobs_atomic(
-    conn: asyncpg.Connection,
-    schema: str | None,
-    jobs: Sequence[JobToInsert],
-    notify: Callable[[Sequence[asyncpg.Record]], tuple[list[str], list[str]]],
-) -> tuple[list[asyncpg.Record], bool]:
-    """`insert_jobs` inside a transaction (the caller's, or one of its own).
-
-    Returns:
-        The returned rows, and whether this call committed them.
-    """
-    return await _atomically(conn, lambda: insert_jobs(conn, schema, jobs, notify))
 
 
 async def copy_jobs(

@@ -33,6 +33,16 @@ ACQUIRE_TIMEOUT = 5.0
 _RECOVERY_QUIET = 1.0
 
 
+def _open(proxy: Any) -> bool:
+    """Whether a pooled connection is still open and lent to us."""
+    try:
+        return not proxy.is_closed()
+    except asyncpg.InterfaceError:
+        # asyncpg takes back the slot of a connection that closed while lent,
+        # and the proxy refuses every call from then on.
+        return False
+
+
 def _as_connection(proxy: Any) -> asyncpg.Connection:
     # A pooled connection is a proxy that behaves as the connection it wraps.
     return cast(asyncpg.Connection, proxy)
@@ -73,6 +83,14 @@ class Driver(Queryable):
         self._trouble_last = 0.0
         self._trouble_count = 0
         self._releasing: set[asyncio.Task[None]] = set()
+        # Connections that only ever ran rivertrio's own statements, kept out of
+        # asyncpg's pool between them: taking one back costs nothing, where a
+        # round trip through the pool costs an acquire, a reset query (a whole
+        # round trip) and two asyncio tasks. A connection handed to a user's
+        # block, or left by a failed or cancelled statement, goes back through
+        # the pool and its reset instead.
+        self._idle: list[Any] = []
+        self._waiting = 0  # tasks waiting in asyncpg's pool for a connection
 
     @property
     def where(self) -> str:
@@ -104,7 +122,20 @@ class Driver(Queryable):
         )
 
     async def _acquire(self) -> Any:
-        """Take a pooled connection (asyncio side); bounded by `acquire_timeout`."""
+        """Take a pooled connection (asyncio side): an idle one, else one from the pool.
+
+        Waiting for the pool is bounded by `acquire_timeout`.
+        """
+        idle = self._idle
+        while idle:
+            proxy = idle.pop()
+            if _open(proxy):
+                self._in_use += 1
+                return proxy
+            # It died while idle (a server restart, a cut connection): asyncpg
+            # has already taken its slot back, or does so now.
+            self._discard(proxy)
+        self._waiting += 1
         try:
             proxy = await self._pool.acquire(timeout=self.acquire_timeout)
         except TimeoutError as exc:
@@ -114,8 +145,36 @@ class Driver(Queryable):
                 f"cannot reach Postgres at {self.where}: no connection within "
                 f"{self.acquire_timeout:g} s"
             ) from exc
+        finally:
+            self._waiting -= 1
         self._in_use += 1
         return proxy
+
+    def _keep(self, proxy: Any) -> None:
+        """Take back a connection that ran only our own statements (asyncio side, no I/O).
+
+        It stays out of the pool, with no reset, unless a task is waiting in the
+        pool for a connection: then it goes back there.
+        """
+        if self._waiting or proxy.is_in_transaction():
+            self._release_later(proxy)
+            return
+        self._in_use -= 1
+        self._idle.append(proxy)
+
+    def _discard(self, proxy: Any) -> None:
+        """Hand a dead idle connection back to asyncpg, in the background."""
+        task = asyncio.get_running_loop().create_task(
+            self._pool.release(proxy, timeout=RELEASE_TIMEOUT)
+        )
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
+
+    def _renew_idle(self) -> None:
+        """Send every idle connection back to the pool, which closes the expired ones."""
+        idle, self._idle = self._idle, []
+        for proxy in idle:
+            self._discard(proxy)
 
     def _release_later(self, proxy: Any) -> asyncio.Task[None]:
         """Release in the background: a cancelled caller must not wait for it.
@@ -143,6 +202,7 @@ class Driver(Queryable):
             # likely lead there too, and each would hang the next statement that
             # takes it until that one's deadline. Renew them all instead.
             await self._pool.expire_connections()
+            self._renew_idle()
             self._unresponsive += 1
             if self._unresponsive == 1 or self._unresponsive % 100 == 0:
                 log.warning(
@@ -162,7 +222,34 @@ class Driver(Queryable):
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
+        return await self._run(fn, args, kwargs, hold=False)
 
+    async def run_held(
+        self,
+        fn: Callable[Concatenate[asyncpg.Connection, P], Coroutine[Any, Any, T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """`run`, except that once the crossing has begun, `fn` runs to its end.
+
+        A cancellation of the caller arriving after that is deferred: the caller
+        gets `fn`'s result or its error, and the next checkpoint raises the
+        cancellation. So the caller of a single autocommitted statement knows
+        its outcome, and a statement run on behalf of other tasks too is not
+        torn by one of them. If `fn` has not ended `RELEASE_TIMEOUT` seconds
+        after the cancellation, it is cancelled as by `run` (the outcome is then
+        unknown).
+        """
+        return await self._run(fn, args, kwargs, hold=True)
+
+    async def _run(
+        self,
+        fn: Callable[..., Coroutine[Any, Any, T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        hold: bool,
+    ) -> T:
         busy: list[Any] = []  # the connection `fn` is using, while it is
 
         async def with_connection() -> T:
@@ -185,7 +272,7 @@ class Driver(Queryable):
                 await self._give_back(proxy)
                 raise
             busy.clear()
-            await self._give_back(proxy)
+            self._keep(proxy)
             return result
 
         def cut_off() -> None:
@@ -197,7 +284,7 @@ class Driver(Queryable):
                 busy[0].terminate()
 
         try:
-            result = await self.crossing.cross(with_connection(), cut_off)
+            result = await self.crossing.cross(with_connection(), cut_off, hold=hold)
         except DatabaseConnectionError as exc:
             # A cancelled caller gets its cancellation, not what cutting off did.
             await trio.lowlevel.checkpoint_if_cancelled()
@@ -362,8 +449,16 @@ class Driver(Queryable):
 
     async def aclose(self) -> None:
         """Close the pool. Shielded; connections still in use are terminated after 5 s."""
+
+        async def close() -> None:
+            # The pool waits for every connection it lent, the idle ones included.
+            idle, self._idle = self._idle, []
+            for proxy in idle:
+                await self._pool.release(proxy, timeout=RELEASE_TIMEOUT)
+            await self._pool.close()
+
         with trio.move_on_after(5, shield=True) as scope:
-            await self.crossing.cross(self._pool.close())
+            await self.crossing.cross(close())
         if scope.cancelled_caught:
             self._pool.terminate()
 

@@ -54,21 +54,27 @@ class Queryable(abc.ABC):
                 within ``acquire_timeout`` (the message says what holds them).
         """
 
+    async def _run_sql(
+        self, fn: Callable[..., Coroutine[Any, Any, T]], sql: str, *args: Any
+    ) -> T:
+        """Run one statement of the caller's SQL text through ``fn(conn, sql, *args)``."""
+        return await self.run(fn, qualify(sql, self.configured_schema), *args)
+
     async def execute(self, sql: str, *args: Any) -> str:
         """Run one statement (``/*schema*/`` is replaced by the schema prefix)."""
-        return await self.run(_execute, qualify(sql, self.configured_schema), *args)
+        return await self._run_sql(_execute, sql, *args)
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         """Run one query and return its rows."""
-        return await self.run(_fetch, qualify(sql, self.configured_schema), *args)
+        return await self._run_sql(_fetch, sql, *args)
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         """Run one query and return its first row, or None."""
-        return await self.run(_fetchrow, qualify(sql, self.configured_schema), *args)
+        return await self._run_sql(_fetchrow, sql, *args)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         """Run one query and return the first column of its first row."""
-        return await self.run(_fetchval, qualify(sql, self.configured_schema), *args)
+        return await self._run_sql(_fetchval, sql, *args)
 
 
 async def _execute(conn: asyncpg.Connection, sql: str, *args: Any) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-__all__ = ["JOB_COLUMNS", "J_JOB_COLUMNS", "SCHEMA", "qualify"]
+__all__ = ["JOB_COLUMNS", "J_JOB_COLUMNS", "SCHEMA", "qualify", "quote_ident"]
 
 #: Placeholder for the schema prefix in SQL text; see `qualify`.
 SCHEMA = "/*schema*/"
@@ -19,8 +19,17 @@ JOB_COLUMNS = (
 J_JOB_COLUMNS = ", ".join("j." + column.strip() for column in JOB_COLUMNS.split(","))
 
 
+def quote_ident(name: str) -> str:
+    """`name` as a quoted SQL identifier: any text (but NUL) names exactly itself.
+
+    Doubling the double quotes is all Postgres needs: inside a quoted identifier
+    nothing else is special, so no name can end it early and inject SQL.
+    """
+    return '"' + name.replace('"', '""') + '"'
+
+
 @functools.lru_cache(maxsize=1024)
 def qualify(sql: str, schema: str | None) -> str:
     """Replace the schema placeholder in `sql` with a quoted schema prefix (or nothing)."""
-    prefix = "" if schema is None else '"' + schema.replace('"', '""') + '".'
+    prefix = "" if schema is None else quote_ident(schema) + "."
     return sql.replace(SCHEMA, prefix)

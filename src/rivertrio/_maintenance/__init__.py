@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
+from .._exceptions import ConfigError
 from .._insert import Inserter
-from .._service import Service, SupportsLifecycle
-from ._base import Counter, cancel_on, check_batch_size, check_interval
+from .._service import Counter, Service, SupportsLifecycle, cancel_on
+from .._validate import duration, integer
 from ._cleaner import JobCleaner
 from ._periodic import PeriodicEnqueuer, PeriodicJobs
 from ._queue_cleaner import QueueCleaner
+from ._reindexer import Reindexer, ReindexRun
 from ._rescuer import JobRescuer
 from ._scheduler import JobScheduler
 
@@ -38,6 +40,8 @@ __all__ = [
     "PeriodicEnqueuer",
     "PeriodicJobs",
     "QueueCleaner",
+    "ReindexRun",
+    "Reindexer",
 ]
 
 log = logging.getLogger("rivertrio.maintenance")
@@ -79,10 +83,24 @@ class MaintenanceSettings:
             "queue_cleaner_interval",
             "queue_retention",
         ):
-            check_interval(name, getattr(self, name))
-        check_interval("orphan_grace", self.orphan_grace, allow_zero=True)
-        check_batch_size(self.batch_size)
-        check_batch_size(self.scheduler_batch_size)
+            duration(name, getattr(self, name), ConfigError)
+        duration("orphan_grace", self.orphan_grace, ConfigError, at_least=0)
+        for name in ("batch_size", "scheduler_batch_size"):
+            integer(name, getattr(self, name), ConfigError)
+
+
+def _reindexers(driver: Driver, config: Config) -> list[Reindexer]:
+    """The config's reindexer: none when its schedule is None or it has no index to rebuild."""
+    if config.reindexer_schedule is None:
+        return []
+    names = config.reindexer_index_names
+    reindexer = Reindexer(
+        driver,
+        schedule=config.reindexer_schedule,
+        timeout=config.reindexer_timeout,
+        **({} if names is None else {"index_names": names}),
+    )
+    return [reindexer] if reindexer.index_names else []
 
 
 class Maintainer(Service):
@@ -118,7 +136,8 @@ class Maintainer(Service):
         periodic_jobs: PeriodicJobs | None = None,
         on_available: Callable[[frozenset[str]], None] | None = None,
     ) -> Maintainer:
-        """The standard maintainer: scheduler, rescuer, cleaner, queue cleaner, periodic jobs.
+        """The standard maintainer: scheduler, rescuer, cleaner, queue cleaner, periodic
+        jobs, and the reindexer unless the config turns it off.
 
         Args:
             driver: The database.
@@ -169,6 +188,7 @@ class Maintainer(Service):
                 PeriodicEnqueuer(
                     periodic, inserter if inserter is not None else Inserter(driver, config), driver
                 ),
+                *_reindexers(driver, config),
             ],
         )
 

@@ -1,10 +1,9 @@
-"""What the maintenance services share: a progress counter and the run-every-interval loop."""
+"""What the maintenance services share: bounded statements and the run-every-interval loop."""
 
 from __future__ import annotations
 
 import abc
 import logging
-import math
 import random
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -12,20 +11,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import trio
 
 from .._exceptions import ConfigError, DatabaseConnectionError, DatabaseError
-from .._service import Service
+from .._service import Counter, Service, cancel_on
+from .._validate import duration
 
 if TYPE_CHECKING:
     from .._driver import Driver
 
-__all__ = [
-    "STATEMENT_TIMEOUT",
-    "Counter",
-    "IntervalService",
-    "cancel_on",
-    "check_batch_size",
-    "check_interval",
-    "run_bounded",
-]
+__all__ = ["STATEMENT_TIMEOUT", "IntervalService", "run_bounded"]
 
 T = TypeVar("T")
 
@@ -57,61 +49,6 @@ async def run_bounded(
     )
 
 
-def check_interval(name: str, value: object, *, allow_zero: bool = False) -> float:
-    """Validate a duration argument (seconds, finite, > 0 or >= 0).
-
-    Raises:
-        ConfigError: Not a finite number in range; the message names `name`.
-    """
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number of seconds, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{name} must be {bound} seconds, got {value!r}")
-    return float(value)
-
-
-def check_batch_size(value: object) -> int:
-    """Validate a batch size (an int >= 1).
-
-    Raises:
-        ConfigError: It is not.
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"batch_size must be an int >= 1, got {value!r}")
-    return value
-
-
-class Counter:
-    """A count that tasks can wait on: how many passes, firings or elections happened.
-
-    Services bump it after each unit of work; tests await ``wait_for(n)`` instead
-    of sleeping.
-    """
-
-    def __init__(self) -> None:
-        self.value = 0
-        self._changed = trio.Event()
-
-    def increment(self) -> None:
-        """Add one and wake the waiters; not a checkpoint."""
-        self.value += 1
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def wait_for(self, target: int) -> None:
-        """Wait until the count reaches `target`; a checkpoint, cancel-safe."""
-        while self.value < target:
-            await self._changed.wait()
-        await trio.lowlevel.checkpoint()
-
-
-async def cancel_on(event: trio.Event, scope: trio.CancelScope) -> None:
-    """Cancel `scope` once `event` is set (a service's stop request)."""
-    await event.wait()
-    scope.cancel()
-
-
 class IntervalService(Service):
     """A maintenance service that runs :meth:`run_once` at start, then every `interval`.
 
@@ -129,7 +66,7 @@ class IntervalService(Service):
 
     def __init__(self, *, interval: float) -> None:
         super().__init__()
-        self.interval = check_interval(f"{type(self).__name__} interval", interval)
+        self.interval = duration(f"{type(self).__name__} interval", interval, ConfigError)
         self.passes = Counter()
         self.failures = 0
         self.pass_timeout = max(_PASS_TIMEOUT_FLOOR, 2 * self.interval)

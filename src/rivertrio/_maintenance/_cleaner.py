@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._driver._maintenance import delete_finalized_jobs
-from ._base import IntervalService, check_batch_size, check_interval, run_bounded
+from .._exceptions import ConfigError
+from .._validate import duration, integer
+from ._base import IntervalService, run_bounded
 
 if TYPE_CHECKING:
     from .._driver import Driver
@@ -20,9 +22,8 @@ _MAX_RETENTION = 100 * 365 * 24 * 3600.0
 
 
 def _retention(name: str, value: float | None) -> float | None:
-    if value is None:
-        return None
-    return min(check_interval(name, value, allow_zero=True), _MAX_RETENTION)
+    seconds = duration(name, value, ConfigError, at_least=0, none="to keep them forever")
+    return None if seconds is None else min(seconds, _MAX_RETENTION)
 
 
 class JobCleaner(IntervalService):
@@ -57,7 +58,7 @@ class JobCleaner(IntervalService):
             _retention("cancelled_retention", cancelled_retention),
             _retention("discarded_retention", discarded_retention),
         )
-        self._batch_size = check_batch_size(batch_size)
+        self._batch_size = integer("batch_size", batch_size, ConfigError)
 
     async def run_once(self) -> int:
         """Delete every job past retention, in batches; returns how many. A checkpoint.

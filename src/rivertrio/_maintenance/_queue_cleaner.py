@@ -6,7 +6,9 @@ import logging
 from typing import TYPE_CHECKING
 
 from .._driver._maintenance import delete_idle_queues
-from ._base import IntervalService, check_batch_size, check_interval, run_bounded
+from .._exceptions import ConfigError
+from .._validate import duration, integer
+from ._base import IntervalService, run_bounded
 
 if TYPE_CHECKING:
     from .._driver import Driver
@@ -41,8 +43,8 @@ class QueueCleaner(IntervalService):
     ) -> None:
         super().__init__(interval=interval)
         self._driver = driver
-        self._retention = check_interval("queue retention", retention)
-        self._batch_size = check_batch_size(batch_size)
+        self._retention = duration("queue retention", retention, ConfigError)
+        self._batch_size = integer("batch_size", batch_size, ConfigError)
 
     async def run_once(self) -> list[str]:
         """Delete every idle queue row, in batches; returns their names. A checkpoint."""

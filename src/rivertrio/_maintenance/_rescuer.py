@@ -33,18 +33,15 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .._driver._maintenance import (
-    CLIENT_ID_MARKER,
-    RescueRows,
-    client_liveness,
-    liveness_key,
-    rescue_jobs,
-    stuck_jobs,
-)
-from .._job import Job, JobRow
-from .._retry import default_retry_policy
-from .._worker import resolve_timeout
-from ._base import IntervalService, check_batch_size, check_interval, run_bounded
+from .._args import Job
+from .._driver._liveness import CLIENT_ID_MARKER, client_liveness, liveness_key
+from .._driver._maintenance import RescueRows, rescue_jobs, stuck_jobs
+from .._exceptions import ConfigError
+from .._job import JobRow
+from .._retry import Retry, next_retry
+from .._validate import duration, integer
+from .._worker import Worker, resolve_timeout
+from ._base import IntervalService, run_bounded
 
 if TYPE_CHECKING:
     import asyncpg
@@ -79,8 +76,7 @@ class RescueResult:
 @dataclass(slots=True)
 class _Decision:
     state: str
-    retry_at: datetime | None = None
-    delay: float | None = None
+    retry: Retry | None = None
 
 
 class JobRescuer(IntervalService):
@@ -111,14 +107,14 @@ class JobRescuer(IntervalService):
         fast_rescue: bool = True,
         batch_size: int = 1000,
     ) -> None:
-        self._stuck_interval = check_interval("rescuer interval", interval)
-        self._orphan_grace = check_interval("orphan_grace", orphan_grace, allow_zero=True)
-        orphan_interval = check_interval("orphan_interval", orphan_interval)
+        self._stuck_interval = duration("rescuer interval", interval, ConfigError)
+        self._orphan_grace = duration("orphan_grace", orphan_grace, ConfigError, at_least=0)
+        orphan_interval = duration("orphan_interval", orphan_interval, ConfigError)
         super().__init__(interval=min(orphan_interval, interval) if fast_rescue else interval)
         self._driver = driver
         self._config = config
         self._fast_rescue = fast_rescue
-        self._batch_size = check_batch_size(batch_size)
+        self._batch_size = integer("batch_size", batch_size, ConfigError)
         self._next_stuck_check = -float("inf")
         # Client id -> when (trio clock) its lock was first seen free. Kept by
         # this leader only: a new leader starts over, which delays, never hastens.
@@ -233,8 +229,9 @@ class JobRescuer(IntervalService):
             rows.ids.append(row.id)
             rows.attempted_at.append(row.attempted_at)
             rows.states.append(decision.state)
-            rows.retry_at.append(decision.retry_at)
-            rows.delays.append(decision.delay)
+            retry = decision.retry or Retry()
+            rows.retry_at.append(retry.at)
+            rows.delays.append(retry.delay)
             rows.errors.append(
                 json.dumps({"attempt": max(row.attempt, 0), "error": why, "trace": ""})
             )
@@ -258,7 +255,7 @@ class JobRescuer(IntervalService):
         if "cancel_attempted_at" in row.metadata:
             return _Decision("cancelled")
         job, worker = self._job_and_worker(row)
-        if not orphaned and job is not None and row.attempted_at is not None:
+        if not orphaned and job is not None and worker is not None and row.attempted_at is not None:
             # A worker may allow its jobs longer than rescue_stuck_jobs_after;
             # the orphan rule ignores this: the job's process is gone.
             try:
@@ -270,22 +267,11 @@ class JobRescuer(IntervalService):
                 return None
         if row.attempt >= row.max_attempts:
             return _Decision("discarded")
-        if job is not None:
-            try:
-                retry_at = worker.next_retry(job)
-            except Exception:
-                log.exception("rescuer: next_retry() failed for job %d", row.id)
-                retry_at = None
-            if retry_at is not None and retry_at > now:
-                return _Decision("retryable", retry_at=retry_at)
-        try:
-            delay = float(self._config.retry_policy(row))
-        except Exception:
-            log.exception("rescuer: the retry policy failed for job %d; using the default", row.id)
-            delay = default_retry_policy(row)
-        return _Decision("retryable", delay=max(delay, 0.0))
+        return _Decision(
+            "retryable", next_retry(row, job, worker, self._config.retry_policy, now=now)
+        )
 
-    def _job_and_worker(self, row: JobRow) -> tuple[Job[Any] | None, Any]:
+    def _job_and_worker(self, row: JobRow) -> tuple[Job[Any] | None, Worker[Any] | None]:
         # Unlike River, a kind this client has no worker for is retried, not
         # discarded: in a mixed fleet the leader need not work every kind.
         workers = self._config.workers

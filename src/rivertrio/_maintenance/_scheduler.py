@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .._driver._maintenance import schedule_jobs
-from .._insert import INSERT_TOPIC
-from ._base import IntervalService, check_batch_size, run_bounded
+from .._driver._topics import INSERT_TOPIC
+from .._exceptions import ConfigError
+from .._validate import integer
+from ._base import IntervalService, run_bounded
 
 if TYPE_CHECKING:
     from .._driver import Driver
@@ -58,7 +60,7 @@ class JobScheduler(IntervalService):
     ) -> None:
         super().__init__(interval=interval)
         self._driver = driver
-        self._batch_size = check_batch_size(batch_size)
+        self._batch_size = integer("batch_size", batch_size, ConfigError)
         self._notify = notify
         self._on_available = on_available
 
