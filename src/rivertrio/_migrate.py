@@ -1,8 +1,8 @@
-"""Schema migrations: River's ``main`` line, applied and inspected from Trio.
+"""Schema migrations: River's ``main`` line, applied and inspected from Trio, or printed.
 
 A database migrated by River (Go) is recognised as it is: its ``river_migration``
 rows say which versions it has, in either shape of that table, and only the
-missing versions run.
+missing versions run. Versions a newer River release recorded are left alone.
 """
 
 from __future__ import annotations
@@ -15,19 +15,23 @@ import trio
 from ._driver import open_driver
 from ._driver._migrations import (
     LATEST_VERSION,
+    LINE,
     MIGRATIONS,
-    MigrationError,
     SchemaState,
     Step,
     check_request,
     read_state,
+    render_step,
     run_migrations,
     script,
+    unknown_versions,
 )
+from ._exceptions import ConfigError, MigrationError
+from ._validate import schema_name_problem
 from .embedded import resolve_database_url
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
+    from collections.abc import Callable, Coroutine, Iterable
 
 T = TypeVar("T")
 
@@ -40,6 +44,7 @@ __all__ = [
     "MigrationVersion",
     "ValidateResult",
     "migrate",
+    "migrate_get",
     "migrate_list",
     "migrate_validate",
 ]
@@ -122,6 +127,11 @@ class MigrationStatus:
         """Known versions not applied yet, ascending."""
         return tuple(m.version for m in self.migrations if not m.applied)
 
+    @property
+    def unknown(self) -> tuple[int, ...]:
+        """Applied versions rivertrio does not know (a newer River release applied them)."""
+        return tuple(unknown_versions(self.applied))
+
 
 @dataclass(frozen=True, slots=True)
 class ValidateResult:
@@ -157,20 +167,25 @@ async def migrate(
         database_url: A ``postgresql://`` URL; None uses ``RIVERTRIO_DATABASE_URL``,
             else the embedded Postgres.
         direction: ``"up"`` or ``"down"``.
-        target_version: Up: the last version to apply (must be pending). Down:
-            the version to stop at (must be applied), or 0 for none.
+        target_version: Up: the last version to apply (already applied: nothing
+            to do). Down: the version to stop at (must be applied), or 0 for none.
         schema: The schema to hold River's objects (it must exist); None uses the
             search path.
         dry_run: Change nothing; report what would run, with its SQL.
 
+    Versions recorded in the database that rivertrio does not know (a newer
+    River release applied them) are left alone, as River's migrator leaves
+    them: up does not touch them, and down reverts only known versions.
+
     Raises:
-        ConfigError: `direction` or `target_version` is invalid.
-        MigrationError: The target does not fit the versions applied, the schema
-            does not exist, or another tool manages its River tables.
+        ConfigError: `direction`, `target_version` or `schema` is invalid.
+        MigrationError: A down target is not applied, the schema does not exist,
+            or another tool manages its River tables.
         DatabaseConnectionError: Postgres cannot be reached (names host and port).
         DatabaseError: A migration failed (names the version; it was rolled back).
     """
     check_request(direction, target_version)
+    _check_schema(schema)
     state, steps = await _call(
         database_url, schema, run_migrations, schema, direction, target_version, dry_run=dry_run
     )
@@ -194,6 +209,7 @@ async def migrate_list(
     A checkpoint; read-only.
 
     Raises:
+        ConfigError: `schema` is not a valid schema name.
         MigrationError: The schema does not exist, or another tool manages its
             River tables.
         DatabaseConnectionError: Postgres cannot be reached (names host and port).
@@ -212,9 +228,11 @@ async def migrate_validate(
 ) -> ValidateResult:
     """Check that the schema has every known version; ok when none is missing.
 
-    A checkpoint; read-only.
+    Versions a newer River release recorded do not count against it (River's
+    validation ignores them too). A checkpoint; read-only.
 
     Raises:
+        ConfigError: `schema` is not a valid schema name.
         MigrationError: The schema does not exist, or another tool manages its
             River tables.
         DatabaseConnectionError: Postgres cannot be reached (names host and port).
@@ -227,7 +245,82 @@ async def migrate_validate(
     return ValidateResult(status.schema, not unapplied, unapplied, messages)
 
 
+def migrate_get(
+    versions: int | Iterable[int] | None = None,
+    *,
+    direction: Literal["up", "down"] = "up",
+    schema: str | None = None,
+    line: str = LINE,
+    exclude: Iterable[int] = (),
+    record: bool = True,
+    transactions: bool = False,
+) -> str:
+    """The SQL of migrations, to run with another migration tool; no database is involved.
+
+    For projects whose schema is managed by Alembic, Flyway, sqitch and the
+    like: embed the text in their migrations. Each version starts with a
+    ``-- River main migration NNN [up|down]`` line, as River's ``migrate-get``
+    prints it, and versions are separated by a blank line. Run each version in
+    its own transaction, as ``migrate`` does: version 6 uses an enum value that
+    version 4 adds, which Postgres allows only once 4 has committed. Migration
+    tools do that when each version is one of their migrations; for a script
+    run in one go (``psql -f``, one ``execute``), ask for `transactions`.
+
+    Args:
+        versions: A version or versions, printed in the order given; None for
+            every version (descending when `direction` is ``"down"``).
+        direction: ``"up"`` or ``"down"``.
+        schema: Qualify every object with this schema; None leaves names to the
+            search path.
+        line: The migration line; River's Postgres driver has only ``"main"``.
+        exclude: Versions to leave out (River's ``--exclude-version``).
+        record: Also add or remove each version's ``river_migration`` row, as
+            ``migrate`` does, so that ``migrate list`` and River's migrator see
+            what was applied. River's ``migrate-get`` prints no such rows.
+        transactions: Wrap each version in ``BEGIN;`` ... ``COMMIT;``. Leave it
+            off for a tool that runs each of its migrations in a transaction.
+
+    Raises:
+        ConfigError: An argument is invalid (a version rivertrio does not know,
+            another line, a bad schema name, or version 1 excluded while
+            recording in the table it creates); the message says which.
+    """
+    if direction not in ("up", "down"):
+        raise ConfigError(f"direction must be 'up' or 'down', not {direction!r}")
+    if line != LINE:
+        raise ConfigError(f"migration line does not exist: {line!r} (the only line is {LINE!r})")
+    _check_schema(schema)
+    known = [m.version for m in MIGRATIONS]
+    if versions is None:
+        chosen = known if direction == "up" else known[::-1]
+    else:
+        chosen = [versions] if isinstance(versions, int) else list(versions)
+    skipped = set(exclude)
+    for version in [*chosen, *skipped]:
+        if isinstance(version, bool) or not isinstance(version, int) or version not in known:
+            raise ConfigError(
+                f"migration {version!r} not found (available versions: "
+                f"{', '.join(map(str, known))})"
+            )
+    if record and 1 in skipped:
+        raise ConfigError(
+            "version 1 creates river_migration, where each version is recorded: without "
+            "it, leave the records out too (record=False, or --no-record)"
+        )
+    steps = [render_step(v, direction, schema, record=record) for v in chosen if v not in skipped]
+    if transactions:
+        return script(steps).rstrip("\n") + "\n" if steps else ""
+    return "\n".join(step.sql for step in steps)
+
+
+def _check_schema(schema: str | None) -> None:
+    problem = None if schema is None else schema_name_problem(schema)
+    if problem is not None:
+        raise ConfigError(f"schema {problem}")
+
+
 async def _read(database_url: str | None, schema: str | None) -> SchemaState:
+    _check_schema(schema)
     return await _call(database_url, schema, read_state, schema)
 
 

@@ -1,4 +1,4 @@
-"""``rivertrio migrate up|down|list|validate``: River's ``main`` migration line from a shell."""
+"""``rivertrio migrate up|down|list|validate|get``: River's ``main`` migration line from a shell."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 import click
 import trio
 
+from .._driver._migrations import LATEST_VERSION
 from .._migrate import (
     MigrateResult,
     MigrationStatus,
     ValidateResult,
+    migrate_get,
     migrate_list,
     migrate_validate,
 )
@@ -111,9 +113,10 @@ def _target_version_option(help: str) -> Callable[[F], F]:
 
 @click.group()
 def migrate() -> None:
-    """Migrate the database along River's `main` line (versions 1 to 7).
+    """Migrate the database along River's `main` line (versions 1 to 8).
 
     A database that River (Go) migrated is recognised: only missing versions run.
+    `get` prints the SQL for other migration tools, with no database.
     """
 
 
@@ -155,9 +158,11 @@ def list_(database_url: str | None, schema: str | None) -> None:
     for m in status.migrations:
         mark = "applied" if m.applied else "pending"
         click.echo(f"  {m.version:03d}  {m.name:<{width}}  {mark}")
-    unknown = [v for v in status.applied if v > status.latest_version]
-    if unknown:
-        click.echo("  also applied, unknown to rivertrio: " + ", ".join(map(str, unknown)))
+    if status.unknown:
+        click.echo(
+            "  also applied, by a newer River release (rivertrio leaves them alone): "
+            + ", ".join(map(str, status.unknown))
+        )
 
 
 @migrate.command()
@@ -171,6 +176,104 @@ def validate(database_url: str | None, schema: str | None) -> None:
             click.echo(f'schema "{result.schema}": {message}', err=True)
         raise click.exceptions.Exit(1)
     click.echo(f'schema "{result.schema}": ok, every migration is applied')
+
+
+def _versions(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> tuple[int, ...]:
+    """Versions given as ``--version 3 --version 4`` or ``--version 3,4`` (River's forms)."""
+    out: list[int] = []
+    for value in values:
+        for part in value.split(","):
+            try:
+                out.append(int(part.strip()))
+            except ValueError:
+                raise click.BadParameter(f"{part.strip()!r} is not a version number") from None
+    return tuple(out)
+
+
+@migrate.command(name="get")
+@click.option(
+    "--version",
+    "versions",
+    multiple=True,
+    callback=_versions,
+    metavar="N[,N...]",
+    help="Version(s) to print, in the order given; repeat or separate with commas.",
+)
+@click.option("--all", "all_", is_flag=True, help="Every version (descending with --down).")
+@click.option("--up", "up_", is_flag=True, help="Print up migrations.")
+@click.option("--down", "down_", is_flag=True, help="Print down migrations.")
+@click.option(
+    "--exclude-version",
+    "exclude",
+    multiple=True,
+    callback=_versions,
+    metavar="N[,N...]",
+    help="Leave these versions out (with --no-record, often 1: River's own bookkeeping table).",
+)
+@click.option(
+    "--line",
+    default="main",
+    show_default=True,
+    help="Migration line; River's Postgres driver has only main.",
+)
+@click.option(
+    "--schema",
+    default=None,
+    metavar="NAME",
+    help="Qualify every object with this schema. Default: none (the search path's).",
+)
+@click.option(
+    "--record/--no-record",
+    default=True,
+    show_default=True,
+    help="Also add or remove each version's river_migration row, as `migrate up` does "
+    "(River's migrate-get prints none).",
+)
+@click.option(
+    "--transactions",
+    is_flag=True,
+    help="Wrap each version in BEGIN/COMMIT, to run the output in one go (psql -f); "
+    "leave it off for tools that run each migration in a transaction of their own.",
+)
+def get(
+    versions: tuple[int, ...],
+    all_: bool,
+    up_: bool,
+    down_: bool,
+    exclude: tuple[int, ...],
+    line: str,
+    schema: str | None,
+    record: bool,
+    transactions: bool,
+) -> None:
+    """Print the SQL of migrations, for other migration tools; needs no database.
+
+    \b
+    rivertrio migrate get --version 8 --up > river8.up.sql
+    rivertrio migrate get --all --down > river_all.down.sql
+
+    Run each version in a transaction of its own, as `migrate up` does
+    (--transactions writes them into the output).
+    """
+    if up_ == down_:
+        _fail("give one of --up and --down")
+    if versions and all_:
+        _fail("give --version or --all, not both")
+    if not versions and not all_:
+        _fail(f"give --version N (1 to {LATEST_VERSION}) or --all")
+    text = _call(
+        migrate_get,
+        None if all_ else versions,
+        direction="up" if up_ else "down",
+        schema=schema,
+        line=line,
+        exclude=exclude,
+        record=record,
+        transactions=transactions,
+    )
+    click.echo(text, nl=False)
 
 
 def _migrate(

@@ -1,10 +1,10 @@
-"""River's ``main`` migration line, versions 1 to 7, and the asyncio-side runner.
+"""River's ``main`` migration line, versions 1 to 8, and the asyncio-side runner.
 
 The DDL is ours, but every object it leaves behind has the shape River's own
 migrations give it at the same version, so a database migrated by River (Go)
 is recognised here and the other way round. The version numbers, the
-``river_migration`` bookkeeping and the per-version transactions follow
-River's ``rivermigrate`` package.
+``river_migration`` bookkeeping, the per-version transactions and the handling
+of versions a newer River recorded follow River's ``rivermigrate`` package.
 
 SQL uses the driver's ``/*schema*/`` placeholder wherever an object is named,
 so a configured schema qualifies every name and no schema at all leaves names
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Literal
 import asyncpg
 
 from .._exceptions import ConfigError, DatabaseError, MigrationError
-from ._sql import qualify
+from ._sql import qualify, quote_ident
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -45,6 +45,7 @@ __all__ = [
     "render_step",
     "run_migrations",
     "script",
+    "unknown_versions",
 ]
 
 Direction = Literal["up", "down"]
@@ -447,6 +448,18 @@ DROP TABLE /*schema*/river_notification;
 """
 )
 
+# --------------------------------------------------------------------------
+# Version 8: nothing, for Postgres. River's SQLite driver rebuilds river_job
+# with AUTOINCREMENT so that the id of a deleted newest job is never handed out
+# again; a Postgres sequence never reuses a value anyway, so River's Postgres
+# files for this version run a no-op in both directions, and only record it.
+# --------------------------------------------------------------------------
+
+_V8_UP = _V8_DOWN = """
+-- No-op: a sequence already never reuses the ids it generated.
+SELECT 1;
+"""
+
 #: The ``main`` line, in order; names are River's (from its file names).
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "create river migration", _V1_UP, _V1_DOWN),
@@ -456,6 +469,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "migration unique client", _V5_UP, _V5_DOWN),
     Migration(6, "bulk unique", _V6_UP, _V6_DOWN),
     Migration(7, "notification outbox sqlite jsonb and sql cleanup", _V7_UP, _V7_DOWN),
+    Migration(8, "job id autoincrement", _V8_UP, _V8_DOWN),
 )
 
 _BY_VERSION = {m.version: m for m in MIGRATIONS}
@@ -487,17 +501,21 @@ class Step:
     """The version's DDL plus its ``river_migration`` bookkeeping, schema applied."""
 
 
-def render_step(version: int, direction: Direction, schema: str | None) -> Step:
+def render_step(
+    version: int, direction: Direction, schema: str | None, *, record: bool = True
+) -> Step:
     """Render one version's SQL, with the row it adds to or removes from river_migration.
 
     The bookkeeping statement runs in the same transaction as the DDL: a version
     is recorded exactly when its objects exist. Before version 5 the table has no
     ``line`` column, so those rows are written and deleted without it (River's
-    ``MigrationInsertManyAssumingMain`` does the same).
+    ``MigrationInsertManyAssumingMain`` does the same). Without `record`, only
+    the DDL (what River's ``migrate-get`` prints).
     """
     migration = _BY_VERSION[version]
-    if direction == "up":
-        ddl = migration.up
+    if not record:
+        book = ""
+    elif direction == "up":
         if version < LINE_COLUMN_VERSION:
             book = f"INSERT INTO /*schema*/river_migration (version) VALUES ({version});"
         else:
@@ -505,17 +523,15 @@ def render_step(version: int, direction: Direction, schema: str | None) -> Step:
                 "INSERT INTO /*schema*/river_migration (line, version) "
                 f"VALUES ('{LINE}', {version});"
             )
+    elif version == 1:
+        book = ""  # the table itself is gone
+    elif version <= LINE_COLUMN_VERSION:
+        book = f"DELETE FROM /*schema*/river_migration WHERE version = {version};"
     else:
-        ddl = migration.down
-        if version == 1:
-            book = ""  # the table itself is gone
-        elif version <= LINE_COLUMN_VERSION:
-            book = f"DELETE FROM /*schema*/river_migration WHERE version = {version};"
-        else:
-            book = (
-                f"DELETE FROM /*schema*/river_migration WHERE line = '{LINE}' "
-                f"AND version = {version};"
-            )
+        book = (
+            f"DELETE FROM /*schema*/river_migration WHERE line = '{LINE}' AND version = {version};"
+        )
+    ddl = migration.up if direction == "up" else migration.down
     header = f"-- River {LINE} migration {version:03d} [{direction}]: {migration.name}"
     sql = "\n".join(part for part in (header, ddl.strip(), book) if part) + "\n"
     return Step(version, migration.name, direction, qualify(sql, schema))
@@ -551,13 +567,16 @@ def plan(applied: Sequence[int], direction: Direction, target_version: int | Non
     """Choose the versions to run, in order, with River's semantics.
 
     Up: every known version not applied yet, ascending, through `target_version`
-    (default: the latest), which must itself be pending. Down: applied versions,
-    descending; one step by default, else down to `target_version` exclusive (it
-    must be applied, or 0 to remove everything).
+    (default: the latest); a target already applied makes it a no-op, as in
+    River. Down: applied versions, descending; one step by default, else down to
+    `target_version` exclusive (it must be applied, or 0 to remove everything).
+
+    Versions recorded by a newer River release, unknown here, are left alone
+    both ways (River's migrator does the same): up never runs them, down reverts
+    only the known versions below them.
 
     Raises:
-        MigrationError: The target does not fit the applied versions, or the
-            database holds versions newer than this code knows (down only).
+        MigrationError: A down target is not applied.
     """
     check_request(direction, target_version)
     known = set(_BY_VERSION)
@@ -566,18 +585,9 @@ def plan(applied: Sequence[int], direction: Direction, target_version: int | Non
         pending = sorted(known - done)
         if target_version is None:
             return pending
-        if target_version not in pending:
-            raise MigrationError(
-                f"cannot migrate up to version {target_version}: it is already applied "
-                f"(applied: {_fmt(applied)})"
-            )
+        if target_version in done:
+            return []
         return [v for v in pending if v <= target_version]
-    unknown = sorted(done - known)
-    if unknown:
-        raise MigrationError(
-            f"river_migration records versions {_fmt(unknown)}, newer than this rivertrio "
-            f"knows (latest {LATEST_VERSION}); migrate down with the tool that applied them"
-        )
     existing = sorted(done & known, reverse=True)
     if target_version is None:
         return existing[:1]
@@ -591,12 +601,13 @@ def plan(applied: Sequence[int], direction: Direction, target_version: int | Non
     return [v for v in existing if v > target_version]
 
 
+def unknown_versions(applied: Iterable[int]) -> list[int]:
+    """The recorded versions this code does not know (a newer River applied them)."""
+    return sorted(set(applied) - set(_BY_VERSION))
+
+
 def _fmt(versions: Iterable[int]) -> str:
     return ", ".join(str(v) for v in versions) or "none"
-
-
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 async def read_state(conn: asyncpg.Connection, schema: str | None) -> SchemaState:
@@ -609,7 +620,7 @@ async def read_state(conn: asyncpg.Connection, schema: str | None) -> SchemaStat
         MigrationError: The named schema does not exist, or rivertrio's tables exist
             without ``river_migration`` (another tool manages this schema).
     """
-    prefix = "" if schema is None else _quote_ident(schema) + "."
+    prefix = "" if schema is None else quote_ident(schema) + "."
     row = await conn.fetchrow(
         """
         SELECT coalesce($1::text, current_schema()) AS schema,
@@ -688,7 +699,7 @@ async def run_migrations(
             try:
                 await conn.execute(script(steps))
             except asyncpg.PostgresError as exc:
-                raise await _failed(conn, schema, steps, exc) from exc
+                raise await _failed(conn, schema, state, steps, exc) from exc
         return state, steps
     finally:
         # Best effort: if the connection broke, the server already released the
@@ -714,7 +725,11 @@ def _steps(
 
 
 async def _failed(
-    conn: asyncpg.Connection, schema: str | None, steps: list[Step], exc: asyncpg.PostgresError
+    conn: asyncpg.Connection,
+    schema: str | None,
+    state: SchemaState,
+    steps: list[Step],
+    exc: asyncpg.PostgresError,
 ) -> DatabaseError:
     # The script stops at the first error, inside that version's transaction;
     # the versions before it committed. Re-read the state to name the culprit.
@@ -733,7 +748,16 @@ async def _failed(
             f"migration {failed.version:03d} [{failed.direction}] ({failed.name}) failed and "
             "was rolled back"
         )
-    return DatabaseError(f"{what}: {exc.sqlstate}: {exc}", sqlstate=exc.sqlstate)
+    message = f"{what}: {exc.sqlstate}: {exc}"
+    unknown = unknown_versions(state.applied)
+    if unknown and steps[0].direction == "down":
+        # Objects of those versions may depend on what this version removes.
+        message += (
+            f" (river_migration also records versions {_fmt(unknown)}, which a newer River "
+            f"release applied and rivertrio does not know: migrate them down first with "
+            "that release's migrator, e.g. `river migrate-down`)"
+        )
+    return DatabaseError(message, sqlstate=exc.sqlstate)
 
 
 async def migrate_up_all(conn: asyncpg.Connection, schema: str | None) -> list[int]:

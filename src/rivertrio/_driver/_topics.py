@@ -26,8 +26,8 @@ CONTROL_TOPIC = "river_control"
 _MAX_CHANNEL_BYTES = 63
 
 #: The longest schema name (in bytes of UTF-8) whose channels all fit.
-MAX_SCHEMA_BYTES = _MAX_CHANNEL_BYTES - 1 - max(
-    len(t) for t in (INSERT_TOPIC, LEADERSHIP_TOPIC, CONTROL_TOPIC)
+MAX_SCHEMA_BYTES = (
+    _MAX_CHANNEL_BYTES - 1 - max(len(t) for t in (INSERT_TOPIC, LEADERSHIP_TOPIC, CONTROL_TOPIC))
 )
 
 
