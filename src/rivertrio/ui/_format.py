@@ -1,0 +1,252 @@
+"""How the dashboard writes values: times, counts, JSON, charts; and the JSON API's shapes.
+
+The HTML templates and the JSON API both take their values from here, so a
+page and the data that refreshes it say the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from .._job import JobRow
+from ._queries import (
+    COUNT_CAP,
+    DISPLAY_STATES,
+    JobPage,
+    JobSummary,
+    Overview,
+    PeriodicSummary,
+    QueueSummary,
+    SeenClient,
+)
+
+__all__ = [
+    "MAX_SHOWN_JSON",
+    "ago",
+    "chart",
+    "count_text",
+    "iso",
+    "job_json",
+    "overview_json",
+    "page_json",
+    "periodic_json",
+    "pretty_json",
+    "stamp",
+    "summary_json",
+]
+
+#: Longest args or metadata shown on a job page; the rest is cut (the JSON API has it all).
+MAX_SHOWN_JSON = 200_000
+
+
+def iso(value: datetime | None) -> str | None:
+    """A time as ISO 8601 in UTC, or None."""
+    return None if value is None else value.astimezone(UTC).isoformat()
+
+
+def stamp(value: datetime | None) -> str:
+    """A time as ``2026-01-02 15:04:05 UTC``, or an em dash."""
+    return "\u2014" if value is None else f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def ago(value: datetime | None, now: datetime) -> str:
+    """A time relative to `now`: ``3m ago``, ``in 2h``, ``just now``."""
+    if value is None:
+        return "\u2014"
+    delta = (value - now).total_seconds()
+    span = abs(delta)
+    if span < 1:
+        return "just now"
+    if span < 60:
+        text = f"{span:.0f}s"
+    elif span < 3600:
+        text = f"{span // 60:.0f}m"
+    elif span < 86400:
+        text = f"{span // 3600:.0f}h"
+    else:
+        text = f"{span // 86400:.0f}d"
+    return f"in {text}" if delta > 0 else f"{text} ago"
+
+
+def count_text(queue: QueueSummary, state: str) -> str:
+    """A count as shown: ``1,234``, or ``10,000+`` when it is only a lower bound."""
+    n = queue.counts.get(state, 0)
+    return f"{n:,}+" if state in queue.at_least else f"{n:,}"
+
+
+def pretty_json(text: str | None) -> str:
+    """JSON text indented for reading; text that is not JSON as it is. Cut past `MAX_SHOWN_JSON`."""
+    if text is None:
+        return "null"
+    try:
+        shown = json.dumps(json.loads(text), indent=2, ensure_ascii=False, sort_keys=True)
+    except (ValueError, RecursionError):
+        shown = text
+    if len(shown) > MAX_SHOWN_JSON:
+        shown = (
+            shown[:MAX_SHOWN_JSON] + f"\n\u2026 ({len(shown) - MAX_SHOWN_JSON:,} more characters)"
+        )
+    return shown
+
+
+def chart(completed: Sequence[int], discarded: Sequence[int]) -> dict[str, Any]:
+    """The per-minute chart: a viewBox ``0 0 len 100``, one unit wide per minute.
+
+    Each series is one SVG path of bars (discarded stacked on completed), so a
+    page with many queues stays small; `minutes` carries each minute's figures
+    for the tooltips of the large chart.
+    """
+    totals = [c + d for c, d in zip(completed, discarded, strict=True)]
+    top = max(totals, default=0) or 1
+    ok_path: list[str] = []
+    bad_path: list[str] = []
+    for i, (ok, bad) in enumerate(zip(completed, discarded, strict=True)):
+        ok_h, bad_h = ok / top * 100, bad / top * 100
+        if ok:
+            ok_path.append(f"M{i + 0.12:g} {100 - ok_h - bad_h:.2f}h0.76v{ok_h:.2f}h-0.76z")
+        if bad:
+            bad_path.append(f"M{i + 0.12:g} {100 - bad_h:.2f}h0.76v{bad_h:.2f}h-0.76z")
+    return {
+        "ok_path": "".join(ok_path),
+        "bad_path": "".join(bad_path),
+        "minutes": [
+            {"x": i, "completed": ok, "discarded": bad, "ago": len(totals) - 1 - i}
+            for i, (ok, bad) in enumerate(zip(completed, discarded, strict=True))
+        ],
+        "width": len(totals),
+        "peak": max(totals, default=0),
+        "completed": sum(completed),
+        "discarded": sum(discarded),
+    }
+
+
+# -- the JSON API -------------------------------------------------------------------------
+
+
+def _queue_json(queue: QueueSummary) -> dict[str, Any]:
+    return {
+        "name": queue.name,
+        "paused": queue.paused,
+        "has_row": queue.has_row,
+        "updated_at": iso(queue.updated_at),
+        "counts": {s.value: queue.counts.get(s.value, 0) for s in DISPLAY_STATES},
+        "counts_text": {s.value: count_text(queue, s.value) for s in DISPLAY_STATES},
+        "at_least": sorted(queue.at_least),
+        "per_minute": {
+            "completed": queue.completed,
+            "discarded": queue.discarded,
+            "cancelled": queue.cancelled,
+        },
+    }
+
+
+def _client_json(client: SeenClient) -> dict[str, Any]:
+    return {
+        "id": client.client_id,
+        "last_seen": iso(client.last_seen),
+        "running": client.running,
+        "alive": client.alive,
+    }
+
+
+def overview_json(view: Overview) -> dict[str, Any]:
+    """The overview as the API serves it."""
+    leader = view.leader
+    return {
+        "now": iso(view.now),
+        "queues": [_queue_json(q) for q in view.queues],
+        "totals": _queue_json(view.totals),
+        "leader": None
+        if leader is None
+        else {
+            "id": leader.client_id,
+            "elected_at": iso(leader.elected_at),
+            "expires_at": iso(leader.expires_at),
+        },
+        "clients": [_client_json(c) for c in view.clients],
+        "count_cap": COUNT_CAP,
+        "counted_at": iso(view.counted_at),
+    }
+
+
+def summary_json(job: JobSummary) -> dict[str, Any]:
+    """One job of a list as the API serves it."""
+    try:
+        args: Any = json.loads(job.args)
+    except (ValueError, RecursionError):
+        args = job.args
+    return {
+        "id": job.id,
+        "state": job.state,
+        "queue": job.queue,
+        "kind": job.kind,
+        "priority": job.priority,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "args": args,
+        "tags": job.tags,
+        "created_at": iso(job.created_at),
+        "scheduled_at": iso(job.scheduled_at),
+        "attempted_at": iso(job.attempted_at),
+        "finalized_at": iso(job.finalized_at),
+        "attempted_by": job.attempted_by,
+        "last_error": job.last_error,
+    }
+
+
+def page_json(page: JobPage) -> dict[str, Any]:
+    """A page of jobs as the API serves it."""
+    return {"jobs": [summary_json(j) for j in page.jobs], "next_before": page.next_before}
+
+
+def job_json(row: JobRow) -> dict[str, Any]:
+    """A whole job as the API serves it."""
+    try:
+        args: Any = json.loads(row.encoded_args)
+    except (ValueError, RecursionError):
+        args = row.encoded_args
+    return {
+        "id": row.id,
+        "state": row.state.value,
+        "queue": row.queue,
+        "kind": row.kind,
+        "priority": row.priority,
+        "attempt": row.attempt,
+        "max_attempts": row.max_attempts,
+        "args": args,
+        "metadata": row.metadata,
+        "tags": row.tags,
+        "created_at": iso(row.created_at),
+        "scheduled_at": iso(row.scheduled_at),
+        "attempted_at": iso(row.attempted_at),
+        "finalized_at": iso(row.finalized_at),
+        "attempted_by": row.attempted_by,
+        "errors": [
+            {"at": iso(e.at), "attempt": e.attempt, "error": e.error, "trace": e.trace}
+            for e in row.errors
+        ],
+    }
+
+
+def periodic_json(items: Sequence[PeriodicSummary]) -> dict[str, Any]:
+    """The periodic schedules as the API serves them."""
+    return {
+        "periodic": [
+            {
+                "kind": p.kind,
+                "queue": p.queue,
+                "periodic_id": p.periodic_id,
+                "total": p.total,
+                "discarded": p.discarded,
+                "last_created": iso(p.last_created),
+                "next_at": iso(p.next_at),
+                "last_id": p.last_id,
+                "last_state": p.last_state,
+                "last_finalized_at": iso(p.last_finalized_at),
+            }
+            for p in items
+        ]
+    }
