@@ -19,8 +19,11 @@ class DailyDigest(rivertrio.JobArgs, kind="daily_digest"):
     pass
 
 
-async def main(database_url: str | None = None, schema: str | None = None) -> bool:
-    """Run a periodic job on start; return whether it was inserted as periodic."""
+async def main(
+    database_url: str | None = None, schema: str | None = None
+) -> tuple[bool, str, bool]:
+    """Run a periodic job on start; return its periodic flag and id, and whether the
+    other job could be removed by its id."""
     workers = rivertrio.Workers()
 
     @workers.register(PruneSessions)
@@ -38,8 +41,8 @@ async def main(database_url: str | None = None, schema: str | None = None) -> bo
         periodic_jobs=[
             # Every 15 minutes, and once at start.
             rivertrio.PeriodicJob(15 * 60, PruneSessions, run_on_start=True, id="prune"),
-            # Cron syntax: every day at 07:00 UTC.
-            rivertrio.PeriodicJob("0 7 * * *", DailyDigest, id="digest"),
+            # Cron syntax: every day at 07:00, Paris time (summer and winter).
+            rivertrio.PeriodicJob("0 7 * * *", DailyDigest, id="digest", timezone="Europe/Paris"),
         ],
         schema=schema,
     )
@@ -50,7 +53,13 @@ async def main(database_url: str | None = None, schema: str | None = None) -> bo
     ):
         event = await events.receive()
         assert event.job is not None
-        return bool(event.job.metadata.get("periodic"))
+        # --8<-- [start:remove]
+        # The inserted job names its periodic job, as River's do.
+        periodic_id = event.job.metadata["river:periodic_job_id"]  # "prune"
+        # Stop the digest while the client runs (False if no job has that id).
+        removed = client.periodic_jobs.remove_by_id("digest")
+        # --8<-- [end:remove]
+        return bool(event.job.metadata.get("periodic")), periodic_id, removed
 
 
 if __name__ == "__main__":

@@ -18,12 +18,26 @@ import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Generic, Literal, Self, TypeAlias, TypeVar, Union
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    ClassVar,
+    Generic,
+    Literal,
+    Self,
+    TypeAlias,
+    TypeVar,
+    Union,
+)
 
 from ._exceptions import InvalidInputError, JobDecodeError
 from ._job import JobRow, json_type, json_value_problem, short_repr
-from ._unique import UniqueOpts
+from ._unique import UniqueOpts, nested_dataclass
 from ._validate import MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, integer, queue_name
+
+if TYPE_CHECKING:
+    from ._hooks import Hook
 
 __all__ = [
     "MAX_TAG_LENGTH",
@@ -78,21 +92,43 @@ class JobArgs:
         class SendEmail(rivertrio.JobArgs, kind="send_email"):
             to: str
 
-    Override `to_json` / `from_json` for args that are not plain JSON values.
+    To rename a kind without stranding the jobs already queued under the old
+    name, list it in ``kind_aliases``: the worker of the class works jobs of
+    every alias too (River's ``KindAliases``), while new jobs get the kind::
+
+        class SendEmail(rivertrio.JobArgs, kind="email.send", kind_aliases=("send_email",)):
+            ...
+
+    A field that is a dataclass (or one or None) is written as a JSON object
+    and read back as that dataclass. Override `to_json` / `from_json` for args
+    that are not plain JSON values.
     """
 
     kind: ClassVar[str]
+    kind_aliases: ClassVar[tuple[str, ...]] = ()
     insert_opts: ClassVar[InsertOpts | None] = None
+    hooks: ClassVar[Sequence[Hook]] = ()
+    """Hooks for this kind's jobs only (`rivertrio.Hook`), run after the config's."""
 
-    def __init_subclass__(cls, *, kind: str | None = None, **kwargs: Any) -> None:
+    def __init_subclass__(
+        cls,
+        *,
+        kind: str | None = None,
+        kind_aliases: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init_subclass__(**kwargs)
         if kind is not None:
             cls.kind = validate_kind(kind)
+            # A new kind does not inherit the aliases of its base's kind.
+            cls.kind_aliases = ()
         elif "kind" not in cls.__dict__ and not hasattr(cls, "kind"):
             raise TypeError(
                 f"{cls.__qualname__} needs a job kind: "
                 f'class {cls.__name__}(rivertrio.JobArgs, kind="...")'
             )
+        if kind_aliases is not None:
+            cls.kind_aliases = _check_aliases(cls.__qualname__, cls.kind, kind_aliases)
 
     def to_json(self) -> dict[str, Any]:
         """The args as a JSON object (by default, the dataclass fields)."""
@@ -101,7 +137,7 @@ class JobArgs:
                 f"{type(self).__qualname__} is not a dataclass: decorate it with @dataclass "
                 "or override to_json/from_json"
             )
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Self:
@@ -119,29 +155,62 @@ class JobArgs:
         """
         if not isinstance(data, dict):
             raise JobDecodeError(f"the args are a JSON {json_type(data)}, not an object")
-        kwargs: dict[str, Any] = {}
-        for name, required, hint in _decode_fields(cls):
-            if name in data:
-                value = data[name]
-                if hint is not _UNCHECKED:
-                    problem = _type_problem(value, hint)
-                    if problem is not None:
-                        sep = "" if problem.startswith("[") else " "
-                        raise JobDecodeError(f"field {name!r}{sep}{problem}")
-                kwargs[name] = value
-            elif required:
-                raise JobDecodeError(f"field {name!r} is missing (it has no default)")
-        return cls(**kwargs)
+        built: Self = _build(cls, data)
+        return built
+
+
+def _check_aliases(where: str, kind: str, aliases: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(aliases, str) or not isinstance(aliases, Sequence):
+        raise TypeError(f"{where}: kind_aliases must be a list of job kinds, not {aliases!r}")
+    checked: list[str] = []
+    for alias in aliases:
+        try:
+            validate_kind(alias)
+        except InvalidInputError as exc:
+            raise TypeError(f"{where}: kind alias {exc}") from None
+        if alias == kind or alias in checked:
+            raise TypeError(f"{where}: kind alias {alias!r} repeats a kind it already has")
+        checked.append(alias)
+    return tuple(checked)
+
+
+def _plain(value: object) -> object:
+    # A dataclass field value is written as its object, as Go writes a struct.
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
+
+
+def _build(cls: Any, data: dict[str, Any]) -> Any:
+    kwargs: dict[str, Any] = {}
+    for name, required, hint, nested in _decode_fields(cls):
+        if name in data:
+            value = data[name]
+            if hint is not _UNCHECKED:
+                problem = _type_problem(value, hint)
+                if problem is not None:
+                    sep = "" if problem.startswith("[") else " "
+                    raise JobDecodeError(f"field {name!r}{sep}{problem}")
+            if nested is not None and isinstance(value, dict):
+                try:
+                    value = _build(nested, value)
+                except JobDecodeError as exc:
+                    raise JobDecodeError(f"field {name!r}: {exc}") from None
+            kwargs[name] = value
+        elif required:
+            raise JobDecodeError(f"field {name!r} is missing (it has no default)")
+    return cls(**kwargs)
 
 
 _UNCHECKED: Any = object()
-_FIELDS: weakref.WeakKeyDictionary[type, tuple[tuple[str, bool, Any], ...]] = (
+_FIELDS: weakref.WeakKeyDictionary[type, tuple[tuple[str, bool, Any, type | None], ...]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _decode_fields(cls: type) -> tuple[tuple[str, bool, Any], ...]:
-    """(name, required, annotation or _UNCHECKED) of each init field of a dataclass."""
+def _decode_fields(cls: type) -> tuple[tuple[str, bool, Any, type | None], ...]:
+    """Name, required, annotation (or _UNCHECKED) and dataclass type (or None) of each
+    init field of a dataclass."""
     cached = _FIELDS.get(cls)
     if cached is not None:
         return cached
@@ -151,7 +220,7 @@ def _decode_fields(cls: type) -> tuple[tuple[str, bool, Any], ...]:
             "or override to_json/from_json"
         )
     namespace = dict(vars(sys.modules[cls.__module__])) if cls.__module__ in sys.modules else {}
-    specs: list[tuple[str, bool, Any]] = []
+    specs: list[tuple[str, bool, Any, type | None]] = []
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
@@ -164,7 +233,8 @@ def _decode_fields(cls: type) -> tuple[tuple[str, bool, Any], ...]:
                 hint = eval(hint, namespace)
             except Exception:
                 hint = _UNCHECKED
-        specs.append((f.name, required, hint))
+        nested = None if hint is _UNCHECKED else nested_dataclass(hint)
+        specs.append((f.name, required, hint, nested))
     result = tuple(specs)
     _FIELDS[cls] = result
     return result
@@ -178,6 +248,8 @@ _MAPPINGS = (dict, collections.abc.Mapping)
 def _type_problem(value: object, hint: Any) -> str | None:
     """Why a decoded JSON value does not fit `hint`, or None (unknown hints fit)."""
     origin = typing.get_origin(hint)
+    if origin is Annotated:
+        return _type_problem(value, typing.get_args(hint)[0])
     if origin is None:
         ok: bool | None
         if hint is Any or hint is object:
@@ -194,7 +266,7 @@ def _type_problem(value: object, hint: Any) -> str | None:
             ok = isinstance(value, str)
         elif hint in _SEQUENCES:
             ok = isinstance(value, list)
-        elif hint in _MAPPINGS:
+        elif hint in _MAPPINGS or (isinstance(hint, type) and dataclasses.is_dataclass(hint)):
             ok = isinstance(value, dict)
         else:
             ok = None  # not a JSON type: a custom from_json's business

@@ -1,34 +1,57 @@
 """Unique jobs: options, the ``unique_key`` hash and the ``unique_states`` bitmask.
 
-The key is River's, byte for byte (SCHEMA.md, "Unique jobs"), so that River and
-rivertrio inserting the same unique job into one database see the same key.
+The key is River's, byte for byte, so that River and rivertrio inserting the
+same unique job into one database see the same key: the sha256 (32 raw bytes)
+of ``&kind=<kind>`` (unless ``exclude_kind``), ``&args=<json>`` (``by_args``),
+``&period=<t>`` (``by_period``: the job's ``scheduled_at`` if it has one, else
+the insert time, truncated to the period, RFC 3339 UTC) and ``&queue=<queue>``
+(``by_queue``), in that order.
+
+With ``by_args`` the JSON is the args with their top-level keys sorted, or, when
+the args class marks some fields unique (``field(metadata={"river":
+"unique"})`` or ``Annotated[..., rivertrio.Unique]``), only those fields, as
+River keeps only the fields tagged ``river:"unique"``. Values are written as
+Go's ``encoding/json`` writes them, since River hashes the JSON Go produced.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Collection, Iterable
+import sys
+import types
+import typing
+import weakref
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Annotated, Any, Final, TypeAlias, Union
 
 from ._exceptions import InvalidInputError
 from ._job import JobState
+from ._validate import duration
 
 __all__ = [
     "DEFAULT_UNIQUE_STATES",
     "REQUIRED_UNIQUE_STATES",
+    "Unique",
     "UniqueOpts",
+    "nested_dataclass",
     "sorted_args_json",
     "truncate_to_period",
+    "unique_fields",
+    "unique_fields_json",
     "unique_key",
     "unique_key_string",
     "unique_states_bitmask",
 ]
 
 # Bit of each state in the bit(8) column, counted from the right (the byte's
-# value); SCHEMA.md numbers them from the left as Postgres' get_bit does.
+# value); Postgres' get_bit numbers the same bits from the left (available is
+# bit 7, scheduled bit 0).
 _STATE_BITS: dict[JobState, int] = {
     JobState.AVAILABLE: 0x01,
     JobState.CANCELLED: 0x02,
@@ -85,9 +108,11 @@ class UniqueOpts:
     As in River, options with nothing set (``UniqueOpts()``) make no uniqueness.
 
     Args:
-        by_args: Include the args (top-level keys sorted) in the key.
-        by_period: Unique within periods of this many seconds (at least 1),
-            counted from the insert time rounded down to the period.
+        by_args: Include the args in the key: every top-level key, sorted, or
+            only the fields the args class marks unique (`unique_fields`).
+        by_period: Unique within periods of this many seconds (at least 1):
+            the job's ``scheduled_at`` if set, else the insert time, rounded
+            down to the period (as River does).
         by_queue: Include the queue in the key.
         by_state: The states in which an existing job blocks the insert; must
             include available, pending, running and scheduled. Default: every
@@ -109,18 +134,14 @@ class UniqueOpts:
         for name in ("by_args", "by_queue", "exclude_kind"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidInputError(f"UniqueOpts.{name} must be a bool")
-        period = self.by_period
-        if period is not None:
-            if isinstance(period, bool) or not isinstance(period, int | float):
-                raise InvalidInputError(
-                    f"UniqueOpts.by_period must be a number of seconds, not {type(period).__name__}"
-                )
-            seconds = float(period)
-            if not math.isfinite(seconds) or seconds < MIN_PERIOD:
-                raise InvalidInputError(
-                    f"UniqueOpts.by_period must be at least 1 second, got {period!r}"
-                )
-            object.__setattr__(self, "by_period", seconds)
+        period = duration(
+            "UniqueOpts.by_period",
+            self.by_period,
+            InvalidInputError,
+            at_least=MIN_PERIOD,
+            none="for no period",
+        )
+        object.__setattr__(self, "by_period", period)
         if self.by_state is not None:
             states = _states(self.by_state)
             missing = REQUIRED_UNIQUE_STATES - states
@@ -171,23 +192,109 @@ _GO_ESCAPES = str.maketrans(
 )
 
 
-def _compact_json(value: object) -> str:
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return text.translate(_GO_ESCAPES)
+def _go_string(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False).translate(_GO_ESCAPES)
+
+
+def _go_float(value: float) -> str:
+    # Go writes the shortest digits that read back as the same float, as Python's
+    # repr does, but in plain notation from 1e-6 up to 1e21 ("1", not "1.0"), and
+    # elsewhere with an exponent, a negative one without a leading zero ("1e-7",
+    # "1e+21").
+    if value == 0:
+        return "-0" if math.copysign(1.0, value) < 0 else "0"
+    if 1e-6 <= abs(value) < 1e21:
+        return format(Decimal(repr(value)).normalize(), "f")
+    mantissa, exponent = repr(value).split("e")
+    sign, digits = exponent[0], exponent[1:].lstrip("0")
+    if sign == "+" or len(digits) >= 2:
+        return f"{mantissa}e{sign}{digits.rjust(2, '0')}"
+    return f"{mantissa}e-{digits}"
+
+
+def _go_json(value: object) -> str:
+    """`value` as Go's ``json.Marshal`` writes the same JSON value: compact."""
+    if isinstance(value, str):
+        return _go_string(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return _go_float(value)
+    if isinstance(value, dict):
+        return "{" + ",".join(_go_string(k) + ":" + _go_json(v) for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_go_json(v) for v in value) + "]"
+    raise InvalidInputError(f"{type(value).__name__} is not a JSON value")
+
+
+def _object_key(key: str) -> str:
+    # River writes the keys of the object it hashes as sjson did: verbatim between
+    # quotes, unless one has a control character, a non-ASCII character, a quote
+    # or a backslash; only then as Go's encoder writes a string.
+    if all(" " <= c <= "\x7f" and c not in '"\\' for c in key):
+        return '"' + key + '"'
+    return _go_string(key)
+
+
+def _write_object(pairs: Iterable[tuple[str, object]]) -> str:
+    return "{" + ",".join(_object_key(k) + ":" + _go_json(v) for k, v in pairs) + "}"
+
+
+def _decode_object(encoded_args: str) -> dict[str, object]:
+    data = json.loads(encoded_args)
+    if not isinstance(data, dict):
+        raise InvalidInputError("job args must encode to a JSON object")
+    return data
 
 
 def sorted_args_json(encoded_args: str) -> str:
     """The args JSON object with its top-level keys sorted, compact (as River hashes it).
 
-    Nested values keep their own key order, as in River. Strings are written as
-    Go's encoder writes them (UTF-8, with ``<``, ``>`` and ``&`` escaped), so River
-    and rivertrio agree on the key of the same args; floats are written Python's
-    way (``1.0`` where Go writes ``1``).
+    Nested values keep their own key order, as in River.
     """
-    data = json.loads(encoded_args)
-    if not isinstance(data, dict):
-        raise InvalidInputError("job args must encode to a JSON object")
-    parts = [_compact_json(key) + ":" + _compact_json(data[key]) for key in sorted(data)]
+    data = _decode_object(encoded_args)
+    return _write_object((key, data[key]) for key in sorted(data))
+
+
+def unique_fields_json(encoded_args: str, fields: Iterable[tuple[str, ...]]) -> str:
+    """The args JSON reduced to the unique fields' paths (in their order), as River builds it.
+
+    A path whose value is missing is left out; with every one missing the text
+    is empty (River then hashes ``&args=`` alone).
+    """
+    data = _decode_object(encoded_args)
+    # Each path is set in turn on an object that starts empty, as River sets
+    # them one by one: nested objects in insertion order, leaves written as JSON.
+    built: _Node = {}
+    for path in fields:
+        value: object = data
+        for name in path:
+            if not isinstance(value, dict) or name not in value:
+                break
+            value = value[name]
+        else:
+            node = built
+            for name in path[:-1]:
+                child = node.setdefault(name, {})
+                if not isinstance(child, dict):
+                    raise InvalidInputError(f"unique field paths overlap at {'.'.join(path)!r}")
+                node = child
+            node[path[-1]] = _go_json(value)
+    return _write_node(built) if built else ""
+
+
+_Node: TypeAlias = "dict[str, str | _Node]"
+
+
+def _write_node(node: _Node) -> str:
+    parts = (
+        _object_key(k) + ":" + (v if isinstance(v, str) else _write_node(v))
+        for k, v in node.items()
+    )
     return "{" + ",".join(parts) + "}"
 
 
@@ -201,16 +308,37 @@ def truncate_to_period(when: datetime, period: float) -> datetime:
 
 
 def unique_key_string(
-    opts: UniqueOpts, *, kind: str, encoded_args: str, queue: str, now: datetime
+    opts: UniqueOpts,
+    *,
+    kind: str,
+    encoded_args: str,
+    queue: str,
+    now: datetime,
+    scheduled_at: datetime | None = None,
+    fields: Sequence[tuple[str, ...]] = (),
 ) -> str:
-    """The string whose sha256 is the unique key (SCHEMA.md, "Unique jobs")."""
+    """The string whose sha256 is the unique key (River's, byte for byte).
+
+    Args:
+        opts: The unique options.
+        kind: The job's kind.
+        encoded_args: The args as stored (a JSON object).
+        queue: The job's queue.
+        now: The insert time; the period counts from it unless `scheduled_at` is set.
+        scheduled_at: The job's requested ``scheduled_at``, if any.
+        fields: The paths of the args class's unique fields (see `unique_fields`);
+            none: every top-level key counts.
+    """
     parts: list[str] = []
     if not opts.exclude_kind:
         parts.append("&kind=" + kind)
     if opts.by_args:
-        parts.append("&args=" + sorted_args_json(encoded_args))
+        if fields:
+            parts.append("&args=" + unique_fields_json(encoded_args, fields))
+        else:
+            parts.append("&args=" + sorted_args_json(encoded_args))
     if opts.by_period is not None:
-        bound = truncate_to_period(now, opts.by_period)
+        bound = truncate_to_period(scheduled_at or now, opts.by_period)
         # RFC 3339 in UTC without fractions, as Go's time.RFC3339 formats it.
         parts.append("&period=" + bound.strftime("%Y-%m-%dT%H:%M:%SZ"))
     if opts.by_queue:
@@ -219,8 +347,149 @@ def unique_key_string(
 
 
 def unique_key(
-    opts: UniqueOpts, *, kind: str, encoded_args: str, queue: str, now: datetime
+    opts: UniqueOpts,
+    *,
+    kind: str,
+    encoded_args: str,
+    queue: str,
+    now: datetime,
+    scheduled_at: datetime | None = None,
+    fields: Sequence[tuple[str, ...]] = (),
 ) -> bytes:
-    """The 32-byte ``unique_key`` of a job; `now` is the insert time (timezone-aware)."""
-    text = unique_key_string(opts, kind=kind, encoded_args=encoded_args, queue=queue, now=now)
+    """The 32-byte ``unique_key`` of a job (see `unique_key_string` for the arguments)."""
+    text = unique_key_string(
+        opts,
+        kind=kind,
+        encoded_args=encoded_args,
+        queue=queue,
+        now=now,
+        scheduled_at=scheduled_at,
+        fields=fields,
+    )
     return hashlib.sha256(text.encode()).digest()
+
+
+# --- which fields of an args class are unique ---
+
+
+class _UniqueMarker:
+    """The type of `Unique`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "rivertrio.Unique"
+
+
+#: Marks an args field unique: ``recipient: Annotated[str, rivertrio.Unique]``
+#: (the same as ``field(metadata={"river": "unique"})``).
+Unique: Final = _UniqueMarker()
+
+_FIELDS_CACHE: weakref.WeakKeyDictionary[type, tuple[tuple[str, ...], ...]] = (
+    weakref.WeakKeyDictionary()
+)
+_UNION_TYPES = (Union, types.UnionType)
+
+
+def unique_fields(cls: type) -> tuple[tuple[str, ...], ...]:
+    """The paths of the fields of a dataclass args class marked unique, in River's order.
+
+    A field is marked with ``field(metadata={"river": "unique"})`` (River's tag;
+    a comma-separated list holding ``unique`` counts too) or with
+    ``Annotated[..., rivertrio.Unique]``. A field whose type is a dataclass (or
+    one or None) contributes its own marked fields, under its name; if it has
+    none but is marked itself, its whole value counts. As in River, each
+    dataclass is looked into once per args class (a second field of the same
+    type, or a recursive one, counts only if marked, as a whole). The paths
+    are sorted by their names joined with dots. Empty for classes that are not
+    dataclasses or mark nothing: then every top-level key counts.
+    """
+    cached = _FIELDS_CACHE.get(cls)
+    if cached is None:
+        paths = _marked_paths(cls, (), set()) if dataclasses.is_dataclass(cls) else []
+        cached = tuple(sorted(paths, key=_path_order))
+        _FIELDS_CACHE[cls] = cached
+    return cached
+
+
+def _path_order(path: tuple[str, ...]) -> tuple[str, str]:
+    # River sorts by the names joined with dots; equal joins (a name holding a
+    # dot) are told apart by the escaped path, as River's gjson paths are.
+    return ".".join(path), ".".join(map(_escape_component, path))
+
+
+def _escape_component(name: str) -> str:
+    escaped = "".join(
+        c if (c.isascii() and c.isalnum()) or c in "_-:" or c <= " " or c > "~" else "\\" + c
+        for c in name
+    )
+    return "\\" + escaped if escaped.startswith(":") else escaped
+
+
+def _marked_paths(cls: type, path: tuple[str, ...], seen: set[type]) -> list[tuple[str, ...]]:
+    if cls in seen:
+        return []
+    seen.add(cls)
+    hints = _hints(cls)
+    paths: list[tuple[str, ...]] = []
+    for f in dataclasses.fields(cls):
+        hint = hints.get(f.name)
+        here = (*path, f.name)
+        marked = _is_marked(f, hint)
+        nested = nested_dataclass(hint)
+        if nested is not None:
+            inner = _marked_paths(nested, here, seen)
+            if inner:
+                paths.extend(inner)
+                continue
+        if marked:
+            paths.append(here)
+    return paths
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls, include_extras=True)
+    except Exception:
+        # A name that does not resolve (a local class under postponed
+        # annotations): resolve field by field, leaving out those that fail.
+        namespace = dict(vars(sys.modules[cls.__module__])) if cls.__module__ in sys.modules else {}
+        hints: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            hint = f.type
+            if isinstance(hint, str):
+                try:
+                    hint = eval(hint, namespace)
+                except Exception:
+                    continue
+            hints[f.name] = hint
+        return hints
+
+
+def _is_marked(f: dataclasses.Field[Any], hint: Any) -> bool:
+    tag = f.metadata.get("river") if f.metadata else None
+    if isinstance(tag, str) and "unique" in (t.strip() for t in tag.split(",")):
+        return True
+    candidates = [hint]
+    if typing.get_origin(hint) in _UNION_TYPES:
+        candidates.extend(typing.get_args(hint))
+    return any(
+        typing.get_origin(c) is Annotated and any(m is Unique for m in c.__metadata__)
+        for c in candidates
+    )
+
+
+def nested_dataclass(hint: Any) -> type | None:
+    """The dataclass that `hint` names, alone or with None; else None."""
+    if typing.get_origin(hint) is Annotated:
+        hint = typing.get_args(hint)[0]
+    if typing.get_origin(hint) in _UNION_TYPES:
+        members = [m for m in typing.get_args(hint) if m is not type(None)]
+        if len(members) != 1:
+            return None
+        hint = members[0]
+        if typing.get_origin(hint) is Annotated:
+            hint = typing.get_args(hint)[0]
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return hint
+    return None

@@ -6,12 +6,14 @@ import abc
 import enum
 import inspect
 import typing
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Final, Generic, Literal, TypeVar
 
 from ._args import Job, JobArgs
 from ._exceptions import ConfigError, InvalidInputError
+from ._hooks import Middleware
+from ._middleware import sort_middleware
 from ._validate import duration
 
 __all__ = [
@@ -94,6 +96,10 @@ class Worker(abc.ABC, Generic[ArgsT]):
     - Blocking calls (``time.sleep``, CPU-bound loops) stall every job of the
       process while they run; run them with ``trio.to_thread.run_sync``.
     """
+
+    middleware: Sequence[Middleware] = ()
+    """Middleware around this worker's jobs only (`rivertrio.Middleware` with a ``work``
+    method), inside the config's; the first is outermost."""
 
     @abc.abstractmethod
     async def work(self, job: Job[ArgsT]) -> None:
@@ -183,7 +189,7 @@ class Workers:
         self._by_kind: dict[str, tuple[type[JobArgs], Worker[Any]]] = {}
 
     def add(self, worker: Worker[ArgsT], args_cls: type[ArgsT] | None = None) -> None:
-        """Register a worker for its args class's kind.
+        """Register a worker for its args class's kind and its kind aliases.
 
         Args:
             worker: A `Worker` instance.
@@ -192,8 +198,8 @@ class Workers:
         Raises:
             TypeError: `worker` is not a Worker with an async ``work``, or `args_cls`
                 is not a JobArgs subclass.
-            ConfigError: The args class cannot be inferred, or its kind already
-                has a worker.
+            ConfigError: The args class cannot be inferred, or its kind or one
+                of its aliases already has a worker.
         """
         if not isinstance(worker, Worker):
             raise TypeError(
@@ -202,6 +208,14 @@ class Workers:
             )
         if not inspect.iscoroutinefunction(worker.work):
             raise TypeError(f"{type(worker).__qualname__}.work must be an async function")
+        _, wraps_work = sort_middleware(
+            worker.middleware, f"{type(worker).__qualname__}.middleware", ConfigError
+        )
+        if len(wraps_work) != len(worker.middleware):
+            raise ConfigError(
+                f"{type(worker).__qualname__}.middleware: a worker's middleware must define "
+                "work (insert_many runs only from Config(middleware=...))"
+            )
         if args_cls is None:
             inferred = _infer_args_class(type(worker))
             if inferred is None:
@@ -211,17 +225,25 @@ class Workers:
                 )
             args_cls = typing.cast("type[ArgsT]", inferred)
         checked = _check_args_class(args_cls)
-        kind = checked.kind
-        if kind in self._by_kind:
-            raise ConfigError(
-                f"a worker for job kind {kind!r} is already registered ({self._by_kind[kind][1]!r})"
-            )
-        self._by_kind[kind] = (checked, worker)
+        # The kind aliases answer to the same worker (River's KindAliases): jobs
+        # queued under a kind's old name are worked after a rename.
+        kinds = (checked.kind, *checked.kind_aliases)
+        for kind in kinds:
+            if kind in self._by_kind:
+                raise ConfigError(
+                    f"a worker for job kind {kind!r} is already registered "
+                    f"({self._by_kind[kind][1]!r})"
+                )
+        for kind in kinds:
+            self._by_kind[kind] = (checked, worker)
 
-    def register(self, args_cls: type[ArgsT]) -> Callable[[FnT], FnT]:
+    def register(
+        self, args_cls: type[ArgsT], *, middleware: Sequence[Middleware] = ()
+    ) -> Callable[[FnT], FnT]:
         """Decorator: register an async function ``(job) -> None`` as the worker of a kind.
 
-        The function is returned unchanged.
+        The function is returned unchanged. `middleware` wraps its jobs only
+        (see `Worker.middleware`).
 
         Raises:
             TypeError: The function is not async, or `args_cls` is not a JobArgs subclass.
@@ -236,7 +258,9 @@ class Workers:
                     f"{getattr(fn, '__qualname__', fn)!r} must be an async function "
                     "to be registered as a worker"
                 )
-            self.add(_FunctionWorker[ArgsT](fn), args_cls)
+            worker = _FunctionWorker[ArgsT](fn)
+            worker.middleware = tuple(middleware)
+            self.add(worker, args_cls)
             return fn
 
         return decorate
@@ -247,7 +271,7 @@ class Workers:
 
     @property
     def kinds(self) -> frozenset[str]:
-        """The registered job kinds."""
+        """The registered job kinds, kind aliases included."""
         return frozenset(self._by_kind)
 
     def __contains__(self, kind: object) -> bool:

@@ -18,6 +18,7 @@ from rivertrio._elector import Elector
 from rivertrio._insert import Inserter
 from rivertrio._job import JobRow
 from rivertrio._maintenance import Maintainer, MaintenanceSettings, PeriodicEnqueuer, PeriodicJobs
+from rivertrio._maintenance._periodic import PERIODIC_JOB_ID_KEY
 from support.common import Noop, config
 from support.maintenance import first_passes_done
 
@@ -75,7 +76,8 @@ async def test_each_firing_inserts_one_periodic_job_at_its_intended_time(
     rows = await periodic_rows(driver)
     assert len(rows) == service.inserted >= 3
     for r in rows:
-        assert r.kind == "noop" and r.metadata == {"periodic": True}
+        # The job's id travels in metadata, under River's key.
+        assert r.kind == "noop" and r.metadata == {"periodic": True, PERIODIC_JOB_ID_KEY: "tick"}
         assert r.state == rivertrio.JobState.AVAILABLE
     # scheduled_at is when each firing was due, not when it was inserted: the
     # times are whole intervals apart (more than one only if a firing was missed).
@@ -96,6 +98,7 @@ async def test_run_on_start_inserts_at_once(driver: Driver, migrated_schema: str
     before = datetime.now(UTC)
     await run_until_fired(service, 1)
     (only,) = await periodic_rows(driver)
+    # No id given: no id in metadata (the generated key is the registry's own).
     assert only.metadata == {"periodic": True}
     assert before <= only.scheduled_at <= datetime.now(UTC)
 
@@ -144,9 +147,9 @@ async def test_metadata_merges_with_the_args_class_and_the_constructors_options(
     )
     await run_until_fired(service, 2)
     first, second = await periodic_rows(driver)
-    assert first.metadata == {"from_class": True, "periodic": True}
+    assert first.metadata == {"from_class": True, "periodic": True, PERIODIC_JOB_ID_KEY: "cls"}
     assert first.queue == "tagged"
-    assert second.metadata == {"mine": 1, "periodic": True}
+    assert second.metadata == {"mine": 1, "periodic": True, PERIODIC_JOB_ID_KEY: "own"}
     # The constructor's own scheduled_at wins over the firing time.
     assert second.scheduled_at == at and second.state == rivertrio.JobState.SCHEDULED
 
@@ -235,4 +238,45 @@ async def test_maintainer_fires_configured_periodic_jobs_while_leading(
             maintainer.stop()
             elector.stop()
     rows: list[Any] = await periodic_rows(driver)
-    assert len(rows) == 1 and rows[0].metadata == {"periodic": True}
+    assert len(rows) == 1 and rows[0].metadata == {"periodic": True, PERIODIC_JOB_ID_KEY: "boot"}
+
+
+async def test_a_job_is_removed_by_its_id_while_the_client_runs(
+    database_url: str, migrated_schema: str, driver: Driver
+) -> None:
+    fired: list[str] = []
+    late_built = trio.Event()
+
+    def build(name: str) -> Noop:
+        fired.append(name)
+        if name == "late":
+            late_built.set()
+        return Noop()
+
+    cfg = config(
+        migrated_schema,
+        workers=workers(),
+        periodic_jobs=[
+            rivertrio.PeriodicJob(0.05, lambda: build("often"), id="often"),
+            rivertrio.PeriodicJob(3600, lambda: build("hourly"), id="hourly"),
+        ],
+    )
+    with trio.fail_after(30):
+        async with rivertrio.open_client(cfg, database_url=database_url) as client:
+            service = client._tree.maintainer.service(PeriodicEnqueuer)
+            await service.firings.wait_for(2)
+            assert client.periodic_jobs.remove_by_id("often") is True
+            after_removal = fired.count("often")
+            # Unknown ids are no error, as in River; the job that is left fires.
+            assert client.periodic_jobs.remove_by_id("often") is False
+            client.periodic_jobs.remove_many_by_id(["nope"])
+            client.periodic_jobs.add(rivertrio.PeriodicJob(3600, lambda: build("late"), True))
+            await late_built.wait()
+            # Firings are sequential: the next one to end is the late job's.
+            await service.firings.wait_for(service.firings.value + 1)
+            assert "hourly" in client.periodic_jobs
+    # Firings are sequential: at most one "often" firing was under way when it went.
+    assert fired.count("often") <= after_removal + 1
+    assert fired.count("late") == 1
+    ids = {r.metadata.get(PERIODIC_JOB_ID_KEY) for r in await periodic_rows(driver)}
+    assert ids == {"often", None}

@@ -24,6 +24,7 @@ EXPECTED: dict[str, Callable[[Any], object]] = {
     "inserting": lambda r: r,
     "transactions": lambda r: r,
     "unique": lambda r: r,
+    "unique_fields": lambda r: r,
     "snooze_cancel": lambda r: r,
     "retries": lambda r: r,
     "queues": lambda r: r,
@@ -39,6 +40,9 @@ EXPECTED: dict[str, Callable[[Any], object]] = {
     "periodic": lambda r: r,
     "testing_workers": sorted,
     "dashboard": lambda r: r,
+    "insert_asyncio": lambda r: r,
+    "insert_sync": len,
+    "insert_riverqueue": lambda r: r,
 }
 RESULTS: dict[str, object] = {
     "quickstart": "completed",
@@ -50,6 +54,7 @@ RESULTS: dict[str, object] = {
     },
     "transactions": {"orders": 1, "jobs": 1},
     "unique": [False, True, False],
+    "unique_fields": [False, True, False],
     "snooze_cancel": {
         "poll_export": ("completed", 1, 2),
         "charge_card": ("cancelled", 1, None),
@@ -69,13 +74,16 @@ RESULTS: dict[str, object] = {
     "pause_resume": ["queue_paused", "queue_resumed", "job_completed"],
     "scheduled": ["scheduled", "completed"],
     "job_management": {"same": True, "seen": 26, "retried": "available", "gone": 26},
-    "periodic": True,
+    "periodic": (True, "prune", True),
     "testing_workers": [
         "test_sign_up_enqueues_a_welcome",
         "test_unknown_user_is_cancelled",
         "test_welcome_sends_an_email",
     ],
     "dashboard": ["monthly_report"],
+    "insert_asyncio": ["job_completed"],
+    "insert_sync": 2,
+    "insert_riverqueue": 42,
 }
 
 #: Examples of features not built yet: they are in the docs but not run yet.

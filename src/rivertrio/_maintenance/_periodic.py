@@ -1,15 +1,16 @@
 """Periodic jobs: the registry a client keeps, and the enqueuer the leader runs.
 
 Each `PeriodicJob` fires on its schedule (an interval in seconds, or a cron
-expression, evaluated in UTC); each firing calls its constructor and inserts
-one job with ``metadata.periodic = true`` and ``scheduled_at`` = the time the
-firing was due, so a late firing still records when it was meant to run. A
-constructor returning None skips the firing. Firings missed while no client
-led are not made up. ``run_on_start`` also fires once when the job enters the
-schedule: when the enqueuer starts (a client becomes leader) or when the job
-is added to a running enqueuer. Give the job unique options (for example
-``UniqueOpts(by_period=...)``) so that a leadership change cannot insert one
-firing twice.
+expression, read in the job's time zone, UTC by default); each firing calls its
+constructor and inserts one job with ``metadata.periodic = true`` (and, for a
+job with an id, ``metadata["river:periodic_job_id"]``, as River sets them) and
+``scheduled_at`` = the time the firing was due, so a late firing still records
+when it was meant to run. A constructor returning None skips the firing.
+Firings missed while no client led are not made up. ``run_on_start`` also
+fires once when the job enters the schedule: when the enqueuer starts (a
+client becomes leader) or when the job is added to a running enqueuer. Give
+the job unique options (for example ``UniqueOpts(by_period=...)``) so that a
+leadership change cannot insert one firing twice.
 """
 
 from __future__ import annotations
@@ -18,43 +19,63 @@ import dataclasses
 import logging
 import math
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING
 
 import trio
 from croniter import croniter
 
+from .._args import InsertOpts, JobArgs
 from .._config import PeriodicJob
 from .._exceptions import ConfigError, DatabaseError, NotFoundError
-from .._insert import InsertOpts
-from .._job import JobArgs
-from .._service import Service
-from ._base import Counter, cancel_on
+from .._service import Counter, Service, cancel_on
 
 if TYPE_CHECKING:
     from .._driver import Driver
     from .._insert import Inserter
 
-__all__ = ["PeriodicEnqueuer", "PeriodicJobs", "next_run_time"]
+__all__ = ["PERIODIC_JOB_ID_KEY", "PeriodicEnqueuer", "PeriodicJobs", "next_run_time"]
 
 log = logging.getLogger("rivertrio.maintenance")
 
+#: The metadata key of the periodic job id (River's ``MetadataKeyPeriodicJobID``).
+PERIODIC_JOB_ID_KEY = "river:periodic_job_id"
 
-def next_run_time(schedule: float | str, previous: datetime, now: datetime) -> datetime:
+
+def next_run_time(
+    schedule: float | str, previous: datetime, now: datetime, zone: tzinfo | None = None
+) -> datetime:
     """When a job due at `previous` is next due, strictly after `now`.
 
     An interval keeps its phase (``previous + k * interval``), skipping the
     firings missed up to `now`; a cron expression gives its next match after
-    `now`. Not a checkpoint.
+    `now`, read in `zone` (default UTC), returned in UTC. Where clocks change, each wall-clock
+    time fires once: a time the clocks skip fires at the end of the gap (as
+    croniter gives it), a time they repeat only at its first occurrence. Not a
+    checkpoint.
     """
     if isinstance(schedule, str):
-        nxt: datetime = croniter(schedule, now.astimezone(UTC)).get_next(datetime)
-        return nxt
+        matches = croniter(schedule, now.astimezone(zone or UTC))
+        while True:
+            nxt: datetime = matches.get_next(datetime)
+            if not _repeated_later(nxt):
+                # In UTC: Python compares two times of one zone by their wall
+                # clocks, which is wrong in the hour the clocks repeat.
+                return nxt.astimezone(UTC)
     interval = timedelta(seconds=schedule)
     if previous > now:
         return previous
     missed = math.floor((now - previous) / interval)
     return previous + (missed + 1) * interval
+
+
+def _repeated_later(when: datetime) -> bool:
+    """Whether `when` is the second occurrence of a wall-clock time the clocks repeat."""
+    wall = when.replace(tzinfo=None)
+    first = wall.replace(tzinfo=when.tzinfo, fold=0)
+    # Its first occurrence must exist (round-trip through UTC): in a gap it does not.
+    exists = first.astimezone(UTC).astimezone(when.tzinfo).replace(tzinfo=None) == wall
+    return exists and first.astimezone(UTC) < when.astimezone(UTC)
 
 
 class PeriodicJobs:
@@ -113,6 +134,22 @@ class PeriodicJobs:
         self._signal()
         return job
 
+    def remove_by_id(self, job_id: str) -> bool:
+        """Remove the job with this id, if there is one (River's ``RemoveByID``).
+
+        Its next firing and all later ones are cancelled. Returns whether a job
+        was removed. Not a checkpoint.
+        """
+        if job_id not in self._jobs:
+            return False
+        self.remove(job_id)
+        return True
+
+    def remove_many_by_id(self, job_ids: Iterable[str]) -> None:
+        """`remove_by_id` for each id (River's ``RemoveManyByID``). Not a checkpoint."""
+        for job_id in job_ids:
+            self.remove_by_id(job_id)
+
     def items(self) -> list[tuple[str, PeriodicJob]]:
         """The jobs and their ids, in the order they were added."""
         return list(self._jobs.items())
@@ -133,7 +170,9 @@ class PeriodicJobs:
         self._changed = trio.Event()
 
 
-def _periodic_opts(args: JobArgs, opts: InsertOpts | None, intended: datetime) -> InsertOpts:
+def _periodic_opts(
+    args: JobArgs, opts: InsertOpts | None, intended: datetime, job_id: str | None
+) -> InsertOpts:
     # Our options replace the args class's per field, so its metadata is merged
     # in here rather than lost.
     cls_opts = type(args).insert_opts
@@ -144,6 +183,8 @@ def _periodic_opts(args: JobArgs, opts: InsertOpts | None, intended: datetime) -
     else:
         metadata = {}
     metadata["periodic"] = True
+    if job_id is not None:
+        metadata[PERIODIC_JOB_ID_KEY] = job_id
     base = opts if opts is not None else InsertOpts()
     scheduled_at = base.scheduled_at or (
         cls_opts.scheduled_at if isinstance(cls_opts, InsertOpts) else None
@@ -191,7 +232,11 @@ class PeriodicEnqueuer(Service):
                         del schedule[key]
                 for key, job in current.items():
                     if key not in schedule:
-                        first = now if job.run_on_start else next_run_time(job.schedule, now, now)
+                        first = (
+                            now
+                            if job.run_on_start
+                            else next_run_time(job.schedule, now, now, _zone(job))
+                        )
                         schedule[key] = (job, first)
                 for key, (job, due) in sorted(schedule.items(), key=lambda kv: kv[1][1]):
                     now = datetime.now(UTC)
@@ -199,7 +244,8 @@ class PeriodicEnqueuer(Service):
                         break
                     await self._fire(key, job, due)
                     if key in schedule and schedule[key][0] is job:
-                        schedule[key] = (job, next_run_time(job.schedule, due, datetime.now(UTC)))
+                        later = next_run_time(job.schedule, due, datetime.now(UTC), _zone(job))
+                        schedule[key] = (job, later)
                 if changed.is_set():
                     continue
                 wait = (
@@ -225,7 +271,7 @@ class PeriodicEnqueuer(Service):
             if opts is not None and not isinstance(opts, InsertOpts):
                 raise TypeError(f"the constructor returned {type(opts).__name__} as insert options")
             res = await self._inserter.insert(
-                self._driver, args, _periodic_opts(args, opts, intended)
+                self._driver, args, _periodic_opts(args, opts, intended, job.id)
             )
         except DatabaseError as exc:
             self.failed += 1
@@ -240,3 +286,8 @@ class PeriodicEnqueuer(Service):
                 self.inserted += 1
         finally:
             self.firings.increment()
+
+
+def _zone(job: PeriodicJob) -> tzinfo | None:
+    # PeriodicJob resolves a zone name to a tzinfo when it is built.
+    return job.timezone if isinstance(job.timezone, tzinfo) else None
