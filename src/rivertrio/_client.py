@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
-from typing import Literal
+from typing import Any, Literal
 
 import trio
 
-from ._args import InsertOpts, InsertParams, JobArgs
+from ._args import InsertOpts, InsertParams, JobArgs, encode_metadata
 from ._config import Config, QueueConfig
 from ._driver import Driver, Queryable, Tx, _admin, open_driver
-from ._driver._topics import CONTROL_TOPIC, INSERT_TOPIC
+from ._driver._metadata import merge_metadata
+from ._driver._topics import CONTROL_TOPIC, INSERT_TOPIC, LEADERSHIP_TOPIC
 from ._events import Event, EventKind
 from ._exceptions import (
     AlreadyRunningError,
@@ -55,6 +56,9 @@ def _check_queue_target(name: object) -> str:
     if name == "*":
         return "*"
     return queue_name(name, InvalidInputError, hint=" (or '*' for every queue)")
+
+
+_RESIGN_REQUEST = json.dumps({"action": "request_resign"})
 
 
 def _job_not_found(job_id: int) -> NotFoundError:
@@ -192,6 +196,10 @@ class Client:
         """Insert many jobs inside the caller's transaction."""
         return await self._inserter.insert_many(tx, params)
 
+    async def insert_many_fast_tx(self, tx: Tx, params: Sequence[InsertParams]) -> int:
+        """`insert_many_fast` inside the caller's transaction (a unique conflict aborts it)."""
+        return await self._inserter.insert_many_fast(tx, params)
+
     def transaction(self) -> AbstractAsyncContextManager[Tx]:
         """A transaction on this client's database, for ``*_tx`` calls and your own SQL."""
         return self.driver.transaction()
@@ -324,6 +332,33 @@ class Client:
             raise _job_not_found(job_id)
         return JobRow.from_record(rec), bool(rec["changed"])
 
+    async def job_update(self, job_id: int, *, metadata: Mapping[str, Any]) -> JobRow:
+        """Merge `metadata` into a job's metadata; returns the row afterwards. A checkpoint.
+
+        Each key given replaces the stored one (top level only); the other keys
+        stay. Any state is fine, running included, but River's own keys
+        (``output``, ``river:log``, ``snoozes``, ...) are better left to it.
+
+        Raises:
+            NotFoundError: No job has that id.
+            InvalidInputError: `metadata` is not a JSON object of storable values.
+        """
+        return await self._job_update(self.driver, job_id, metadata)
+
+    async def job_update_tx(self, tx: Tx, job_id: int, *, metadata: Mapping[str, Any]) -> JobRow:
+        """`job_update` inside the caller's transaction."""
+        return await self._job_update(tx, job_id, metadata)
+
+    async def _job_update(
+        self, conn: Queryable, job_id: int, metadata: Mapping[str, Any]
+    ) -> JobRow:
+        job_id = check_job_id(job_id, InvalidInputError)
+        encoded = encode_metadata(metadata, "job_update: metadata")
+        rec = await conn.run(merge_metadata, self.driver.configured_schema, job_id, encoded)
+        if rec is None:
+            raise _job_not_found(job_id)
+        return JobRow.from_record(rec)
+
     async def job_delete(self, job_id: int) -> JobRow:
         """Delete a job that is not running; returns the deleted row.
 
@@ -410,6 +445,41 @@ class Client:
         recs = await conn.run(_admin.queue_list, self.driver.configured_schema, limit)
         return [Queue.from_record(r) for r in recs]
 
+    async def queue_update(self, name: str, *, metadata: Mapping[str, Any] | None = None) -> Queue:
+        """Update a queue's row and return it (River's ``QueueUpdate``). A checkpoint.
+
+        `metadata` replaces the queue's metadata (it is not merged); None leaves
+        it as it is. Either way ``updated_at`` is refreshed. Clients working the
+        queue are notified when the metadata really changed.
+
+        Raises:
+            NotFoundError: No such queue row.
+            InvalidInputError: `metadata` is not a JSON object.
+        """
+        return await self._queue_update(self.driver, name, metadata)
+
+    async def queue_update_tx(
+        self, tx: Tx, name: str, *, metadata: Mapping[str, Any] | None = None
+    ) -> Queue:
+        """`queue_update` inside the caller's transaction (notified on commit)."""
+        return await self._queue_update(tx, name, metadata)
+
+    async def _queue_update(
+        self, conn: Queryable, name: str, metadata: Mapping[str, Any] | None
+    ) -> Queue:
+        queue_name(name, InvalidInputError)
+        encoded = None if metadata is None else encode_metadata(metadata, "queue metadata")
+        rec = await conn.run(
+            _admin.queue_update,
+            self.driver.configured_schema,
+            name,
+            encoded,
+            self.driver.channel(CONTROL_TOPIC),
+        )
+        if rec is None:
+            raise NotFoundError(f"queue {name!r} not found")
+        return Queue.from_record(rec)
+
     async def queue_pause(self, name: str) -> None:
         """Pause a queue (``"*"``: every queue): no client fetches its jobs until resumed.
 
@@ -459,6 +529,29 @@ class Client:
             # No notification reaches this client (poll_only): apply it here now;
             # other poll_only clients see it at their next queue refresh.
             self._tree.set_paused(name, paused)
+
+    # -- leadership --
+
+    async def request_resign(self) -> None:
+        """Ask the current leader, whichever client it is, to resign. A checkpoint.
+
+        River's ``Client.Notify().RequestResign``: a ``request_resign``
+        notification on the leadership topic. The leader (River's or
+        rivertrio's) steps down, and the clients elect a leader again; the one
+        that resigned stands back for an interval. A leader that does not
+        listen for notifications (``poll_only``) hears it only if it is this
+        client.
+        """
+        await self.driver.notify(LEADERSHIP_TOPIC, _RESIGN_REQUEST)
+        if self._tree.notifier is None:
+            # This client does not LISTEN, so its own notification never reaches it.
+            self._tree.elector.request_resign()
+
+    async def request_resign_tx(self, tx: Tx) -> None:
+        """`request_resign`, sent when the caller's transaction commits."""
+        await tx.execute(
+            "SELECT pg_notify($1, $2)", self.driver.channel(LEADERSHIP_TOPIC), _RESIGN_REQUEST
+        )
 
     # -- events --
 

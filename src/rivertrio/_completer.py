@@ -8,7 +8,7 @@ channel, which the subscription manager reads.
 
 The completer is shielded and ends only when its input channel is closed, that
 is when the client has closed the original send handle and every producer its
-clone. Cancelling the scope around it cannot stop it early: River #400 was a
+clone. Cancelling the scope around it cannot stop it early: River once had a
 completer tied to its caller's context that stopped while producers were still
 finishing, so a late outcome went to a closed channel and was lost.
 """
@@ -27,6 +27,7 @@ import trio
 from ._driver._completer import complete_jobs
 from ._events import Event, EventKind, JobStats, Outcome, OutcomeKind, QueueEvent
 from ._exceptions import ConfigError, DatabaseConnectionError, DatabaseError
+from ._flow import FLOW_KEY
 from ._job import JobRow, JobState
 from ._service import Service
 from ._validate import duration, integer
@@ -174,6 +175,9 @@ class Completer(Service):
         self.attempt_timeout = attempt_timeout
         self.final_flush_timeout = final_flush_timeout
         self.counters = CompleterCounters()
+        self.on_flow_persisted: Callable[[frozenset[str]], None] | None = None
+        """Called (it must not block) with the queues of held jobs (see
+        `rivertrio._flow`) whose outcomes a statement has just persisted."""
         self._input: trio.MemorySendChannel[CompletionItem] | None = None
         self._output: trio.MemoryReceiveChannel[list[Event]] | None = None
 
@@ -214,8 +218,8 @@ class Completer(Service):
                 # Unshielded on purpose: it is what sees stop() and the enclosing
                 # scope's cancellation, and turns both into closing the original.
                 nursery.start_soon(self._close_input_when_asked, send_in)
-                # River #400: the loop must outlive the caller's cancellation and end
-                # only at end-of-channel, so no job task ever sends on a closed channel.
+                # The loop must outlive the caller's cancellation and end only at
+                # end-of-channel, so no job task ever sends on a closed channel.
                 with trio.CancelScope(shield=True):
                     task_status.started()
                     try:
@@ -377,6 +381,8 @@ class Completer(Service):
         retry_at = [o.retry_at for o in outcomes]
         delays = [o.delay for o in outcomes]
         errors = [o.error for o in outcomes]
+        updates = [o.metadata_updates for o in outcomes]
+        held = [FLOW_KEY in o.job.metadata for o in outcomes]
         limit = self.max_attempts
         for attempt in range(1, self.max_attempts + 1):
             problem: str
@@ -390,6 +396,8 @@ class Completer(Service):
                         retry_at,
                         delays,
                         errors,
+                        updates,
+                        held,
                     )
                 except DatabaseError as exc:
                     problem = f"{type(exc).__name__}: {exc}"
@@ -397,6 +405,12 @@ class Completer(Service):
                         limit = min(limit, _STATEMENT_ATTEMPTS)
                 else:
                     self.counters.batches += 1
+                    if self.on_flow_persisted is not None and any(held):
+                        # Room under a queue's limits, or the next job of a
+                        # sequence: the producers of those queues may fetch.
+                        self.on_flow_persisted(
+                            frozenset(o.job.queue for o, h in zip(outcomes, held, strict=True) if h)
+                        )
                     return {row["id"]: row for row in rows}
             if scope.cancelled_caught:
                 problem = f"no answer within attempt_timeout={self.attempt_timeout} s"

@@ -6,14 +6,18 @@ import importlib
 import inspect
 import re
 import socket
+import zoneinfo
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ._driver._liveness import CLIENT_ID_MARKER
 from ._driver._topics import channel_problem
 from ._exceptions import ConfigError
+from ._flow import FlowControl
+from ._hooks import Hook, Middleware
+from ._middleware import Extensions
 from ._retry import RetryPolicy, default_retry_policy
 from ._validate import MAX_ATTEMPTS, duration, integer, queue_name, schema_name_problem
 from ._worker import Workers
@@ -171,8 +175,15 @@ class PeriodicJob:
         constructor: Returns the job's args, ``(args, InsertOpts)``, or None to
             skip this firing.
         run_on_start: Also insert once when the client (as leader) starts.
-        id: A stable identifier, 1 to 128 characters; unique among a config's
-            periodic jobs.
+        id: A stable identifier, 1 to 128 characters; unique among a client's
+            periodic jobs. It removes the job at run time
+            (``client.periodic_jobs.remove_by_id``), and the jobs inserted
+            carry it in metadata as ``river:periodic_job_id``, as River's do.
+        timezone: The time zone a cron expression is read in: an IANA name
+            such as ``"America/New_York"`` or a `tzinfo`; default UTC. Across
+            a DST change each wall-clock time fires once: a time the clocks
+            skip fires at the end of the gap, a time they repeat at its first
+            occurrence.
 
     Raises:
         ConfigError: A value is invalid; the message names the field.
@@ -182,6 +193,7 @@ class PeriodicJob:
     constructor: PeriodicJobConstructor
     run_on_start: bool = False
     id: str | None = None
+    timezone: str | tzinfo | None = None
 
     def __post_init__(self) -> None:
         schedule = self.schedule
@@ -203,6 +215,27 @@ class PeriodicJob:
             raise ConfigError(
                 f"PeriodicJob.id must be a string of 1 to 128 characters, got {self.id!r}"
             )
+        zone = self.timezone
+        if zone is not None:
+            if not isinstance(schedule, str):
+                raise ConfigError(
+                    "PeriodicJob.timezone applies to cron expressions only; an interval "
+                    "schedule is counted in seconds whatever the zone"
+                )
+            if isinstance(zone, str):
+                try:
+                    zone = zoneinfo.ZoneInfo(zone)
+                except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                    raise ConfigError(
+                        f"PeriodicJob.timezone {self.timezone!r} is not a known time zone "
+                        "(an IANA name such as 'America/New_York')"
+                    ) from None
+            elif not isinstance(zone, tzinfo):
+                raise ConfigError(
+                    f"PeriodicJob.timezone must be a time zone name or a tzinfo, not "
+                    f"{type(zone).__name__}"
+                )
+            object.__setattr__(self, "timezone", zone)
 
 
 def default_client_id(now: datetime | None = None, *, marked: bool = True) -> str:
@@ -253,6 +286,10 @@ class Config:
     max_attempts: int = 25
     retry_policy: RetryPolicy = default_retry_policy
     error_handler: ErrorHandler | None = None
+    middleware: Sequence[Middleware] = ()
+    """Wrap every insert and every job run (`rivertrio.Middleware`); the first is outermost."""
+    hooks: Sequence[Hook] = ()
+    """Run at the start of every insert and around every job run (`rivertrio.Hook`)."""
     periodic_jobs: Sequence[PeriodicJob] = ()
     completed_job_retention: float | None = 86400.0
     cancelled_job_retention: float | None = 86400.0
@@ -278,12 +315,18 @@ class Config:
     """Seconds that concurrent `Client.insert` calls may wait to be sent together in one
     statement (at most 500 jobs); 0 sends each on its own. A call with no other insert
     of the client in flight is sent at once, so a lone caller never waits."""
+    flow: Mapping[str, FlowControl] = field(default_factory=dict)
+    """Flow control by queue name: global and partitioned concurrency limits, rate
+    limits, sequences (see `FlowControl`). Give the same rules to every client that
+    inserts into or works these queues."""
 
     def __post_init__(self) -> None:
         self._resolve_id()
         self._check_queues()
+        self._check_flow()
         self._check_workers()
         self._check_durations()
+        self._check_extensions()
         self._check_rest()
 
     def _resolve_id(self) -> None:
@@ -331,6 +374,20 @@ class Config:
                 )
         # A copy, so mutating the caller's dict does not change a validated config.
         object.__setattr__(self, "queues", queues)
+
+    def _check_flow(self) -> None:
+        if not isinstance(self.flow, Mapping):
+            raise ConfigError(
+                f"flow must be a dict of queue name to FlowControl, not {type(self.flow).__name__}"
+            )
+        flow = dict(self.flow)
+        for name, rules in flow.items():
+            queue_name(name, ConfigError, where="flow: ")
+            if not isinstance(rules, FlowControl):
+                raise ConfigError(
+                    f"flow[{name!r}] must be a rivertrio.FlowControl, not {type(rules).__name__}"
+                )
+        object.__setattr__(self, "flow", flow)
 
     def _check_workers(self) -> None:
         if self.workers is not None and not isinstance(self.workers, Workers):
@@ -404,6 +461,15 @@ class Config:
                 "concurrent insert may wait that long"
             )
         put("insert_coalesce_window", window)
+
+    def _check_extensions(self) -> None:
+        ext = Extensions(self.middleware, self.hooks, ConfigError)
+        object.__setattr__(self, "middleware", tuple(self.middleware))
+        object.__setattr__(self, "hooks", tuple(self.hooks))
+        for m in ext.observers:
+            duration(
+                f"{type(m).__qualname__}.queue_stats_interval", m.queue_stats_interval, ConfigError
+            )
 
     def _check_rest(self) -> None:
         schedule, names, timeout = reindexer_settings(

@@ -1,10 +1,11 @@
 """Leader election on ``river_leader``: exactly one client runs maintenance.
 
 The protocol is River's, so rivertrio and River clients elect one leader
-between them. The table holds at most one row. A candidate deletes an expired row and inserts itself; the leader extends
-``expires_at`` every `elect_interval` seconds, but only while the row still
-holds its own term (``leader_id`` and ``elected_at``); a leader that cannot do
-so within its `ttl` steps down on its own; a stopping leader deletes its term
+between them. The table holds at most one row. A candidate deletes an expired
+row and inserts itself; the leader extends ``expires_at`` every
+`elect_interval` seconds, but only while the row still holds its own term
+(``leader_id`` and ``elected_at``); a leader that cannot do so within its
+`ttl` steps down on its own; a stopping leader deletes its term
 and notifies ``resigned`` so that waiting candidates try at once. Every
 timestamp comes from the database clock.
 

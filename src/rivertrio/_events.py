@@ -80,6 +80,9 @@ class Outcome:
     """For FAILED: an absolute retry time (a worker's ``next_retry``), or None."""
     delay: float | None = None
     """For FAILED: seconds after ``attempted_at``; for SNOOZED: seconds from now."""
+    metadata_updates: str | None = None
+    """Keys to merge into the row's metadata (a JSON object's text: recorded output,
+    logs, progress), whatever the outcome; None for none."""
     queue_wait_duration: float = 0.0
     run_duration: float = 0.0
     finished_at: float = 0.0

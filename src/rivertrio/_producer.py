@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ._driver._flow import FlowFetch, flow_fetch_jobs
 from ._driver._producer import FetchAttempt, confirm_fetch, fetch_jobs, queue_refresh
 from ._events import EventKind, Outcome, OutcomeKind, QueueEvent
 from ._exceptions import DatabaseError
@@ -59,6 +60,9 @@ class ProducerConfig:
     fetch_poll_interval: float
     work: WorkConfig
     """How each fetched job is worked."""
+    flow: FlowFetch | None = None
+    """The queue's flow rules (``Config.flow``): fetch with the flow fetch. None: the
+    plain fetch."""
 
 
 class Producer(Service):
@@ -110,6 +114,9 @@ class Producer(Service):
         self._control_seq = 0
         self._fetching = False
         self._early_cancels: set[int] = set()
+        # The flow fetch goes round the queue's partitions from where it stopped.
+        self._flow_cursor: str | None = None
+        self._flow_more = False
 
     # -- control, all synchronous (callable from notification callbacks) --
 
@@ -321,7 +328,7 @@ class Producer(Service):
                 failures = 0
                 last_fetch = trio.current_time()
                 next_poll = last_fetch + self._poll_delay()
-                more = len(rows) == free
+                more = len(rows) == free or self._flow_more
                 early, self._early_cancels = self._early_cancels, set()
                 for row in rows:
                     handle = RunningJob(row)
@@ -343,14 +350,17 @@ class Producer(Service):
             problem: DatabaseError | None = None
             with trio.move_on_after(_FETCH_SHIELD_TIMEOUT, shield=True) as scope:
                 try:
-                    records = await driver.run(
-                        fetch_jobs,
-                        driver.configured_schema,
-                        self.queue,
-                        limit,
-                        self._config.client_id,
-                        attempt,
-                    )
+                    if self._config.flow is None:
+                        records = await driver.run(
+                            fetch_jobs,
+                            driver.configured_schema,
+                            self.queue,
+                            limit,
+                            self._config.client_id,
+                            attempt,
+                        )
+                    else:
+                        records = await self._flow_fetch(limit, attempt, self._config.flow)
                 except DatabaseError as exc:
                     problem = exc
             if scope.cancelled_caught:
@@ -364,6 +374,27 @@ class Producer(Service):
         rows = [JobRow.from_record(r) for r in records]
         rows.sort(key=lambda r: (r.priority, r.scheduled_at, r.id))
         return rows
+
+    async def _flow_fetch(
+        self, limit: int, attempt: FetchAttempt, flow: FlowFetch
+    ) -> list[Record]:
+        driver = self._config.driver
+        self._flow_more = False
+        fetched = await driver.run(
+            flow_fetch_jobs,
+            driver.configured_schema,
+            self.queue,
+            limit,
+            self._config.client_id,
+            flow,
+            self._flow_cursor,
+            attempt,
+        )
+        self._flow_cursor = fetched.cursor
+        # Fetch again at once when jobs were adopted (the next fetch can take
+        # them), or when partitions past this fetch's window may have room.
+        self._flow_more = fetched.adopted > 0 or (fetched.window_full and bool(fetched.rows))
+        return fetched.rows
 
     async def _confirm(self, taken: list[Record], problem: DatabaseError) -> list[Record]:
         """A fetch's COMMIT went unanswered: return those of its rows that are ours.

@@ -167,7 +167,7 @@ class SubscriptionManager(Service):
                 "SubscriptionManager.attach(completer.output) must be called before each run"
             )
         try:
-            # River #400: ending early would leave the completer sending to nobody.
+            # Ending early would leave the completer sending to nobody.
             with trio.CancelScope(shield=True):
                 task_status.started()
                 async with source:

@@ -307,7 +307,7 @@ async def test_interrupted_job_is_restored_then_fails_for_real(
 async def test_enclosing_scope_cancelled_loses_nothing(
     database_url: str, migrated_schema: str, driver: Driver
 ) -> None:
-    """River #400: cancelling the scope around the client while jobs run."""
+    """Cancelling the scope around the client while jobs run loses no outcome or event."""
     n_blocking = 5
     started = 0
     all_started = trio.Event()

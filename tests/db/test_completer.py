@@ -407,7 +407,7 @@ async def test_two_outcomes_for_one_job_are_persisted_once(driver: Driver) -> No
 async def test_cancelling_the_enclosing_scope_does_not_end_it_while_a_clone_is_open(
     driver: Driver,
 ) -> None:
-    """River #400 at the completer: outcomes sent after the caller's cancellation persist."""
+    """Outcomes sent after the caller's cancellation still persist."""
     rows = await insert_running(driver, 3)
     completer = Completer(driver, **FAST)
     batches: list[list[Event]] = []

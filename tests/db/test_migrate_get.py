@@ -55,7 +55,7 @@ async def run_each_in_a_transaction(url: str, sqls: list[str]) -> None:
 async def test_each_version_run_by_another_tool_builds_what_migrate_up_builds(
     database_url: str, empty_schema: str, other_schema: str
 ) -> None:
-    await migrate(database_url, schema=empty_schema)
+    await migrate(database_url, schema=empty_schema, line="main")
     await run_each_in_a_transaction(
         database_url, [migrate_get(v, schema=other_schema) for v in ALL]
     )
@@ -63,7 +63,7 @@ async def test_each_version_run_by_another_tool_builds_what_migrate_up_builds(
     # The records are there too: rivertrio (and River) see a fully migrated schema.
     assert (await migrate_list(database_url, schema=other_schema)).applied == ALL
     assert (await migrate_validate(database_url, schema=other_schema)).ok
-    assert (await migrate(database_url, schema=other_schema)).version_numbers == ()
+    assert (await migrate(database_url, schema=other_schema, line="main")).version_numbers == ()
 
     # And the down migrations, one by one, undo it all.
     await run_each_in_a_transaction(
@@ -79,7 +79,7 @@ async def test_the_whole_output_run_in_one_go(
 ) -> None:
     # As `psql -f` or one execute would run it; --transactions keeps each version
     # in its own transaction, which version 6 needs (it uses 4's new enum value).
-    await migrate(database_url, schema=empty_schema)
+    await migrate(database_url, schema=empty_schema, line="main")
     async with open_driver(database_url) as driver:
         await driver.execute(migrate_get(schema=other_schema, transactions=True))
     assert await catalog(database_url, other_schema) == await catalog(database_url, empty_schema)
@@ -90,7 +90,7 @@ async def test_unqualified_output_lands_in_the_search_path_schema(
     database_url: str, empty_schema: str, other_schema: str
 ) -> None:
     # Without --schema, as River prints it: the connection's search path decides.
-    await migrate(database_url, schema=empty_schema)
+    await migrate(database_url, schema=empty_schema, line="main")
     sep = "&" if "?" in database_url else "?"
     url = f"{database_url}{sep}search_path={quote_ident(other_schema)}"
     await run_each_in_a_transaction(url, [migrate_get(v) for v in ALL])
@@ -101,7 +101,7 @@ async def test_unqualified_output_lands_in_the_search_path_schema(
 async def test_without_records_the_schema_is_built_but_not_recorded(
     database_url: str, empty_schema: str, other_schema: str
 ) -> None:
-    await migrate(database_url, schema=empty_schema)
+    await migrate(database_url, schema=empty_schema, line="main")
     await run_each_in_a_transaction(
         database_url, [migrate_get(v, schema=other_schema, record=False) for v in ALL]
     )

@@ -179,7 +179,7 @@ async def test_down_removes_one_version_by_default(database_url: str, empty_sche
     at_six = await probe(database_url, _objects, empty_schema)
     await migrate(database_url, schema=empty_schema, target_version=7)
     at_seven = await probe(database_url, _objects, empty_schema)
-    await migrate(database_url, schema=empty_schema)
+    await migrate(database_url, schema=empty_schema, line="main")
 
     result = await migrate(database_url, schema=empty_schema, direction="down")
     assert result.version_numbers == (8,)

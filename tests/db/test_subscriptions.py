@@ -233,13 +233,13 @@ async def test_leaving_the_block_removes_it_and_unblocks_a_send(driver: Driver) 
     assert set((await states(driver, [r.id for r in rows])).values()) == {"completed"}
 
 
-# -- River #400 at this level ------------------------------------------------------------------
+# -- the caller's scope cancelled mid-stream ----------------------------------------------------
 
 
 async def test_cancelling_the_client_scope_while_outcomes_arrive_loses_nothing(
     driver: Driver,
 ) -> None:
-    """River #400: the caller's scope is cancelled while job tasks are still sending.
+    """The caller's scope is cancelled while job tasks are still sending.
 
     Job tasks hold producer clones; cancelled, they report an interruption with
     send_nowait (not a checkpoint, so it works in a cancelled scope) or, with the

@@ -3,7 +3,7 @@
 The completer and subscription manager run as the client wires them; producers
 (clones of the completer's input) send outcomes for real running rows; user
 subscriptions come and go, some slow; runs are stopped, restarted, or ended by
-cancelling the scope around them while outcomes are still in flight (River #400).
+cancelling the scope around them while outcomes are still in flight.
 
 After every run: no exception anywhere (in particular no ClosedResourceError or
 BrokenResourceError: nothing was sent on a closed channel), every outcome handed
@@ -336,8 +336,8 @@ class CompletionMachine(RuleBasedStateMachine):
                 await clone.send(item)
             job.sent = job.spec
         except trio.Cancelled:
-            # River #400: a job task cancelled by its caller still reports, without a
-            # checkpoint if there is room in the backlog, else shielded and bounded.
+            # A job task cancelled by its caller still reports, without a checkpoint
+            # if there is room in the backlog, else shielded and bounded.
             item = _outcome(job.row, INTERRUPTED)
             try:
                 try:
