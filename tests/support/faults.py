@@ -615,9 +615,13 @@ class PgBouncer:
             f"auth_file = {users}\n"
             f"pool_mode = {self.pool_mode}\n"
             "max_client_conn = 200\n"
-            # Fewer server connections than the clients hold: statements of one
-            # client connection really do land on different server connections.
-            "default_pool_size = 4\n"
+            # Transaction pooling: fewer server connections than the clients
+            # hold, so statements of one client connection really do land on
+            # different server connections. Session pooling ties a server
+            # connection to each client connection for its whole session, so
+            # there the pool must hold every connection a client opens, or the
+            # extra ones wait for a free server connection until they time out.
+            f"default_pool_size = {4 if self.pool_mode == 'transaction' else 40}\n"
             f"logfile = {self.log}\n"
             f"pidfile = {self.base / 'pgbouncer.pid'}\n"
             # Tracked parameters pass; others would fail the connection.
