@@ -170,11 +170,20 @@ class Client:
     # -- inserting --
 
     async def insert(self, args: JobArgs, opts: InsertOpts | None = None) -> InsertResult:
-        """Insert one job. A checkpoint; if cancelled, the job may or may not be inserted.
+        """Insert one job, in one statement with its notification. A checkpoint.
+
+        Cancelled before the job is sent, it raises `trio.Cancelled` and nothing
+        is inserted; once sent, it waits for the answer and returns the result
+        (or raises the error), so the caller knows which. Concurrent calls share
+        a statement (see `Config.insert_coalesce_window`), each getting its own
+        result or error.
 
         Raises:
             InvalidInputError: The args or options are invalid (nothing is written).
             UnknownJobKindError: Workers are configured and none handles this kind.
+            DatabaseError: The database refused this job.
+            DatabaseConnectionError: The database could not be reached, or did
+                not answer (then whether the job was inserted is unknown).
         """
         return await self._inserter.insert(self.driver, args, opts)
 

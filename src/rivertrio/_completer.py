@@ -27,7 +27,7 @@ import trio
 from ._driver._completer import complete_jobs
 from ._events import Event, EventKind, JobStats, Outcome, OutcomeKind, QueueEvent
 from ._exceptions import ConfigError, DatabaseConnectionError, DatabaseError
-from ._flow import FLOW_KEY
+from ._flow import FLOW_KEY, WORKFLOW_KEY
 from ._job import JobRow, JobState
 from ._service import Service
 from ._validate import duration, integer
@@ -50,6 +50,16 @@ _OUTPUT_BUFFER = 4
 # likely be rejected again: it gets this many attempts at most, so that one bad
 # batch cannot hold every other outcome back for the whole outage budget.
 _STATEMENT_ATTEMPTS = 3
+
+# A held job's outcome (flow control) frees room under its queue's limits only
+# once persisted, and every client waits for that: it is batched for this long
+# at most, not flush_interval.
+_HELD_FLUSH_INTERVAL = 0.002
+
+
+def _held(item: CompletionItem) -> bool:
+    return isinstance(item, Outcome) and FLOW_KEY in item.job.metadata
+
 
 _EVENT_BY_OUTCOME = {
     OutcomeKind.COMPLETED: EventKind.JOB_COMPLETED,
@@ -175,9 +185,10 @@ class Completer(Service):
         self.attempt_timeout = attempt_timeout
         self.final_flush_timeout = final_flush_timeout
         self.counters = CompleterCounters()
-        self.on_flow_persisted: Callable[[frozenset[str]], None] | None = None
-        """Called (it must not block) with the queues of held jobs (see
-        `rivertrio._flow`) whose outcomes a statement has just persisted."""
+        self.on_flow_persisted: Callable[[list[Outcome]], None] | None = None
+        """Called (it must not block) with the outcomes just persisted of jobs held
+        by flow control or in a workflow (see `rivertrio._flow`): their end may let
+        other jobs start."""
         self._input: trio.MemorySendChannel[CompletionItem] | None = None
         self._output: trio.MemoryReceiveChannel[list[Event]] | None = None
 
@@ -266,7 +277,9 @@ class Completer(Service):
                 closed = False
                 # At low volume wait up to flush_interval for more; at high volume the
                 # batch fills long before and is written at once.
-                with trio.move_on_after(self.flush_interval):
+                with trio.move_on_after(self.flush_interval) as window:
+                    if _held(first):
+                        window.deadline = trio.current_time() + _HELD_FLUSH_INTERVAL
                     while count < self.batch_size:
                         try:
                             item = await receive_in.receive()
@@ -275,6 +288,10 @@ class Completer(Service):
                             break
                         pending.append(item)
                         count += isinstance(item, Outcome)
+                        if _held(item):
+                            window.deadline = min(
+                                window.deadline, trio.current_time() + _HELD_FLUSH_INTERVAL
+                            )
                         closed, count = self._drain(receive_in, pending, count, self.batch_size)
                         if closed:
                             break
@@ -405,12 +422,14 @@ class Completer(Service):
                         limit = min(limit, _STATEMENT_ATTEMPTS)
                 else:
                     self.counters.batches += 1
-                    if self.on_flow_persisted is not None and any(held):
-                        # Room under a queue's limits, or the next job of a
-                        # sequence: the producers of those queues may fetch.
-                        self.on_flow_persisted(
-                            frozenset(o.job.queue for o, h in zip(outcomes, held, strict=True) if h)
-                        )
+                    if self.on_flow_persisted is not None:
+                        flow = [
+                            o
+                            for o in outcomes
+                            if FLOW_KEY in o.job.metadata or WORKFLOW_KEY in o.job.metadata
+                        ]
+                        if flow:
+                            self.on_flow_persisted(flow)
                     return {row["id"]: row for row in rows}
             if scope.cancelled_caught:
                 problem = f"no answer within attempt_timeout={self.attempt_timeout} s"

@@ -47,6 +47,11 @@ class JobRunningError(RivertrioError):
     """The operation is not allowed on a running job."""
 
 
+class JobNotRunningError(RivertrioError):
+    """The job is not running the attempt the caller works any more (finalized,
+    cancelled, rescued or deleted): `job_complete_tx` refused to complete it."""
+
+
 class UnknownJobKindError(RivertrioError):
     """No worker is registered for a job kind."""
 

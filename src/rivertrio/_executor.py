@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
 import math
 import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -18,13 +20,15 @@ from ._args import Job, JobArgs
 from ._events import Outcome, OutcomeKind
 from ._exceptions import JobDecodeError, JobTimeoutError, UnknownJobKindError, WorkResultError
 from ._job import JobRow, metadata_problem
+from ._middleware import Extensions
 from ._retry import RetryPolicy, next_retry
 from ._worker import JobCancel, JobSnooze, Worker, Workers, resolve_timeout
 
 if TYPE_CHECKING:
     from ._config import ErrorHandler
+    from ._driver import Driver
 
-__all__ = ["RunningJob", "WorkConfig", "execute"]
+__all__ = ["RunningJob", "WorkConfig", "current_job", "execute", "running_job"]
 
 log = logging.getLogger("rivertrio.executor")
 
@@ -39,23 +43,72 @@ class WorkConfig:
     error_handler: ErrorHandler | None
     enter_job: Callable[[], object]
     """Called in each job's own task before its work: binds ``current_client()`` there."""
+    extensions: Extensions = field(default_factory=Extensions)
+    """The config's middleware and hooks."""
+    driver: Driver | None = None
+    """Where a job's progress reports are written during its run; None writes none
+    (the last report still goes with the job's completion)."""
 
 
 class RunningJob:
-    """A job task's handle: lets the producer cancel one running job."""
+    """A job task's handle: lets the producer cancel one running job, and holds what
+    its run records for the completion (output, logs, progress)."""
 
-    __slots__ = ("cancel_requested", "row", "scope")
+    __slots__ = (
+        "cancel_requested",
+        "config",
+        "job",
+        "progress_written_at",
+        "row",
+        "scope",
+        "updates",
+    )
 
     def __init__(self, row: JobRow) -> None:
         self.row = row
         self.scope: trio.CancelScope | None = None
         self.cancel_requested = False
+        self.config: WorkConfig | None = None
+        self.job: Job[Any] | None = None
+        """The job with its args decoded, once they are."""
+        self.updates: dict[str, str] | None = None
+        """Metadata keys to merge into the row with the outcome, each value JSON text."""
+        self.progress_written_at: float | None = None
+
+    def set_update(self, key: str, value_json: str) -> None:
+        """Merge ``key: value`` into the job's metadata with its outcome (River's
+        metadata updates): kept whatever the outcome, but not for an interruption."""
+        if self.updates is None:
+            self.updates = {}
+        self.updates[key] = value_json
+
+    def updates_json(self) -> str | None:
+        """The metadata updates as one JSON object's text, or None if there are none."""
+        if not self.updates:
+            return None
+        return "{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in self.updates.items()) + "}"
 
     def cancel(self) -> None:
         """Cancel the job's work (a remote `job_cancel`); it ends `cancelled`."""
         self.cancel_requested = True
         if self.scope is not None:
             self.scope.cancel()
+
+
+#: The job running in the current task (and the tasks it starts).
+current_job: ContextVar[RunningJob] = ContextVar("rivertrio_job")
+
+
+def running_job(what: str) -> RunningJob:
+    """The handle of the job running in this task.
+
+    Raises:
+        RuntimeError: Called outside a job's work (the message starts with `what`).
+    """
+    try:
+        return current_job.get()
+    except LookupError:
+        raise RuntimeError(f"{what} can only be called inside a job's work()") from None
 
 
 # Error records are stored in a jsonb array: a string Postgres refuses (a NUL, a
@@ -130,9 +183,16 @@ async def execute(config: WorkConfig, handle: RunningJob) -> Outcome:
     which counts as raised. A worker that swallows its cancellation (timeout,
     ``job_cancel``, hard stop) and returns is completed too, as in River, with a
     warning: it delays stopping for as long as it keeps going.
+
+    The config's and the worker's middleware and hooks wrap the run (see
+    `Extensions.work`): what they raise is the job's failure like any other,
+    and a cancellation passes through them. What the run recorded (output,
+    progress, logs) goes with the outcome as metadata updates.
     """
     row = handle.row
     config.enter_job()
+    current_job.set(handle)
+    handle.config = config
     started = trio.current_time()
     wait = 0.0
     if row.attempted_at is not None:
@@ -146,49 +206,33 @@ async def execute(config: WorkConfig, handle: RunningJob) -> Outcome:
             queue_wait_duration=wait,
             run_duration=now - started,
             finished_at=now,
+            metadata_updates=handle.updates_json(),
             **fields,
         )
 
-    job: Job[Any] | None = None
     worker: Worker[Any] | None = None
     try:
         entry = config.workers.get(row.kind) if config.workers is not None else None
         if entry is None:
             raise UnknownJobKindError(f"no worker is registered for job kind {row.kind!r}")
         args_cls, worker = entry
-        job = Job.from_row(row, _decode_args(row, args_cls))
-        timeout = resolve_timeout(worker, job, config.job_timeout)
-        with trio.CancelScope() as scope:
-            handle.scope = scope
-            if timeout is not None:
-                scope.deadline = started + timeout
-            if handle.cancel_requested:
-                scope.cancel()
-            # Typed to return None, but user code may return anything: judged below.
-            work: Callable[[Job[Any]], Awaitable[object]] = worker.work
-            result = await work(job)
-        handle.scope = None
-        if not scope.cancelled_caught:
-            if scope.cancel_called or trio.current_effective_deadline() == -math.inf:
-                _warn_cancellation_ignored(row, handle, timeout, started)
-            if result is not None:
-                _check_result(row, result)
-            return outcome(OutcomeKind.COMPLETED)
-        if handle.cancel_requested:
-            return outcome(
-                OutcomeKind.CANCELLED,
-                error=_error_json(row, JobCancel("job cancelled remotely")),
-            )
-        raise JobTimeoutError(f"job exceeded its timeout of {timeout} s")
+        extensions = config.extensions
+        # Plain attribute reads: the common case (nothing to wrap) costs no call.
+        if extensions.wraps_every_work or worker.middleware or args_cls.hooks:
+            run = functools.partial(_run, config, handle, args_cls, worker)
+            await extensions.work(row, worker, args_cls, run)
+        else:
+            await _run(config, handle, args_cls, worker)
+        return outcome(OutcomeKind.COMPLETED)
     except JobCancel as exc:
         return outcome(OutcomeKind.CANCELLED, error=_error_json(row, exc))
     except JobSnooze as exc:
         problem = _snooze_problem(row)
         if problem is None:
             return outcome(OutcomeKind.SNOOZED, delay=exc.seconds)
-        return await _failed(config, row, job, worker, JobDecodeError(problem), outcome)
+        return await _failed(config, row, handle.job, worker, JobDecodeError(problem), outcome)
     except Exception as exc:
-        return await _failed(config, row, job, worker, exc, outcome)
+        return await _failed(config, row, handle.job, worker, exc, outcome)
     except BaseException as exc:
         if _propagates(exc):
             raise
@@ -200,7 +244,40 @@ async def execute(config: WorkConfig, handle: RunningJob) -> Outcome:
             type(exc).__name__,
             exc_info=exc,
         )
-        return await _failed(config, row, job, worker, exc, outcome)
+        return await _failed(config, row, handle.job, worker, exc, outcome)
+
+
+async def _run(
+    config: WorkConfig, handle: RunningJob, args_cls: type[JobArgs], worker: Worker[Any]
+) -> None:
+    """Decode the job and run its worker within its timeout: the innermost step of a run.
+
+    Returns if the job completed. A timeout raises `JobTimeoutError` and a remote
+    cancellation `JobCancel`, so middleware sees them as the job's errors.
+    """
+    row = handle.row
+    job = handle.job = Job.from_row(row, _decode_args(row, args_cls))
+    timeout = resolve_timeout(worker, job, config.job_timeout)
+    started = trio.current_time()
+    with trio.CancelScope() as scope:
+        handle.scope = scope
+        if timeout is not None:
+            scope.deadline = started + timeout
+        if handle.cancel_requested:
+            scope.cancel()
+        # Typed to return None, but user code may return anything: judged below.
+        work: Callable[[Job[Any]], Awaitable[object]] = worker.work
+        result = await work(job)
+    handle.scope = None
+    if not scope.cancelled_caught:
+        if scope.cancel_called or trio.current_effective_deadline() == -math.inf:
+            _warn_cancellation_ignored(row, handle, timeout, started)
+        if result is not None:
+            _check_result(row, result)
+        return
+    if handle.cancel_requested:
+        raise JobCancel("job cancelled remotely")
+    raise JobTimeoutError(f"job exceeded its timeout of {timeout} s")
 
 
 def _decode_args(row: JobRow, args_cls: type[JobArgs]) -> JobArgs:

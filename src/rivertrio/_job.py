@@ -13,6 +13,8 @@ from typing import Any
 __all__ = [
     "MAX_JSON_DEPTH",
     "AttemptError",
+    "InsertResult",
+    "JobProgress",
     "JobRow",
     "JobState",
     "json_type",
@@ -143,6 +145,60 @@ class JobRow:
             rec["unique_key"],
             None if unique_states is None else _bits_to_int(unique_states),
         )
+
+    @property
+    def output(self) -> Any:
+        """What the worker recorded with `record_output` (decoded JSON), or None.
+
+        River keeps it in the metadata under ``"output"``; a Go worker's
+        ``river.RecordOutput`` reads back here too.
+        """
+        return self.metadata.get(METADATA_OUTPUT)
+
+    @property
+    def progress(self) -> JobProgress | None:
+        """The last progress the worker reported (`report_progress`), or None."""
+        return JobProgress.from_metadata(self.metadata.get(METADATA_PROGRESS))
+
+
+#: The metadata key of a job's recorded output (River's ``rivertype.MetadataKeyOutput``).
+METADATA_OUTPUT = "output"
+#: The metadata key of a job's last reported progress.
+METADATA_PROGRESS = "progress"
+
+
+@dataclass(frozen=True, slots=True)
+class JobProgress:
+    """A job's last reported progress: a number, a short message, and when."""
+
+    value: float
+    message: str
+    at: datetime | None
+
+    @classmethod
+    def from_metadata(cls, data: object) -> JobProgress | None:
+        """Read ``metadata["progress"]``; None when absent or not in the expected shape."""
+        if not isinstance(data, dict):
+            return None
+        value = data.get("value")
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return None
+        message = data.get("message")
+        at: datetime | None = None
+        if isinstance(data.get("at"), str):
+            try:
+                at = datetime.fromisoformat(data["at"])
+            except ValueError:
+                at = None
+        return cls(float(value), message if isinstance(message, str) else "", at)
+
+
+@dataclass(frozen=True, slots=True)
+class InsertResult:
+    """What an insert returned: the row, and whether it was an existing unique duplicate."""
+
+    job: JobRow
+    unique_skipped_as_duplicate: bool
 
 
 _STATES = {state.value: state for state in JobState}

@@ -17,18 +17,22 @@ every clone is closed. The liveness lock is released only after that.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ._completer import Completer
+from ._driver._flow import release_tasks
 from ._driver._topics import CONTROL_TOPIC, INSERT_TOPIC, LEADERSHIP_TOPIC
 from ._elector import Elector
-from ._exceptions import QueueAlreadyAddedError, QueueNotFoundError
+from ._exceptions import DatabaseError, QueueAlreadyAddedError, QueueNotFoundError
 from ._executor import WorkConfig
+from ._flow import FLOW_KEY, WORKFLOW_KEY, fetch_rules
 from ._liveness import Liveness, is_marked
 from ._maintenance import Maintainer
+from ._middleware import Extensions
 from ._notifier import Notifier
 from ._producer import Producer, ProducerConfig
 from ._service import Service, stop_all
@@ -42,6 +46,12 @@ if TYPE_CHECKING:
     from ._maintenance import PeriodicJobs
 
 __all__ = ["ServiceTree"]
+
+log = logging.getLogger("rivertrio.workflow")
+
+# Releasing a workflow's waiting tasks is a few statements; past this, the
+# leader's sweep does it.
+_RELEASE_TIMEOUT = 10.0
 
 
 class ServiceTree(Service):
@@ -73,12 +83,15 @@ class ServiceTree(Service):
             retry_policy=config.retry_policy,
             error_handler=config.error_handler,
             enter_job=enter_job,
+            extensions=Extensions(config.middleware, config.hooks),
+            driver=driver,
         )
         # Every queue the client works, at this run and the next ones.
         self._queues = {name: self._producer_config(config, name) for name in config.queues}
         self.producers: dict[str, Producer] = {}
         """The producers of the current run (and of the last one, once stopped), by queue."""
         self.completer = Completer(driver)
+        self.completer.on_flow_persisted = self._on_flow_persisted
         self.subscriptions = SubscriptionManager()
         self.notifier: Notifier | None = None
         """This run's LISTEN connection: None without queues, or with ``poll_only``."""
@@ -110,6 +123,7 @@ class ServiceTree(Service):
             fetch_cooldown=config.queue_fetch_cooldown(queue),
             fetch_poll_interval=config.queue_fetch_poll_interval(queue),
             work=self._work,
+            flow=None if queue not in config.flow else fetch_rules(config.flow[queue]),
         )
 
     @property
@@ -285,6 +299,33 @@ class ServiceTree(Service):
         )
         for producer in targets:
             producer.set_paused(paused)
+
+    def _on_flow_persisted(self, outcomes: list[Outcome]) -> None:
+        # A held job's end makes room under its queue's limits, or lets its
+        # sequence go on: wake that queue's producer. A workflow task's end may
+        # settle the tasks that wait for it: release them now (the leader's
+        # sweep would, later).
+        self.wake(frozenset(o.job.queue for o in outcomes if FLOW_KEY in o.job.metadata))
+        workflows = {
+            str(o.job.metadata[WORKFLOW_KEY]) for o in outcomes if WORKFLOW_KEY in o.job.metadata
+        }
+        if workflows and self._nursery is not None:
+            self._nursery.start_soon(self._release_workflows, workflows)
+
+    async def _release_workflows(self, workflow_ids: set[str]) -> None:
+        try:
+            with trio.move_on_after(_RELEASE_TIMEOUT):
+                channel = None if self._config.poll_only else self._driver.channel(INSERT_TOPIC)
+                released = await self._driver.run(
+                    release_tasks, self._driver.configured_schema, sorted(workflow_ids), channel
+                )
+                self.wake(frozenset(released.queues))
+        except DatabaseError as exc:
+            log.warning(
+                "releasing the tasks of workflows %s failed (the leader's sweep will): %s",
+                sorted(workflow_ids),
+                exc,
+            )
 
     def _on_reconnect(self) -> None:
         # Notifications sent while the LISTEN connection was down are lost: fetch,

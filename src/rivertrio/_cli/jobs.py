@@ -161,6 +161,12 @@ def _print_job(job: JobRow) -> None:
         ("metadata", json.dumps(job.metadata)),
     ):
         table.add_row(name, value)
+    progress = job.progress
+    if progress is not None:
+        at = f" (at {format_time(progress.at)})" if progress.at is not None else ""
+        table.add_row("progress", f"{progress.value:g} {progress.message}".rstrip() + at)
+    if "output" in job.metadata:
+        table.add_row("output", json.dumps(job.output))
     console.print(table, highlight=False)
     for error in job.errors:
         console.print(

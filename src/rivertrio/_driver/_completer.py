@@ -10,9 +10,9 @@ from datetime import datetime
 
 import asyncpg
 
-from ._sql import J_JOB_COLUMNS, qualify
+from ._sql import J_JOB_COLUMNS, JOB_COLUMNS, qualify
 
-__all__ = ["complete_jobs"]
+__all__ = ["complete_in_tx", "complete_jobs"]
 
 # One statement completes a whole batch. Only rows still `running` change: a row
 # finished by someone else meanwhile (the worker's own transaction, job_cancel,
@@ -28,6 +28,8 @@ _STATE = f"""(CASE
     WHEN u.outcome = 'cancelled' THEN 'cancelled'
     WHEN u.outcome = 'failed' AND j.attempt >= j.max_attempts THEN 'discarded'
     WHEN j.metadata ? 'cancel_attempted_at' THEN 'cancelled'
+    -- Held by rivertrio (flow control): back to pending, for its flow fetch only.
+    WHEN u.held THEN 'pending'
     WHEN u.outcome = 'interrupted' THEN 'available'
     WHEN {_SCHED} <= now() + interval '5 seconds' THEN 'available'
     WHEN u.outcome = 'failed' THEN 'retryable'
@@ -38,8 +40,9 @@ _RESTORES_ATTEMPT = f"(u.outcome IN ('snoozed', 'interrupted') AND {_STATE} <> '
 COMPLETE = f"""
 WITH u AS (
     SELECT *
-    FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::float8[], $5::jsonb[])
-        AS u(id, outcome, retry_at, delay, error)
+    FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::float8[], $5::jsonb[],
+        $6::jsonb[], $7::boolean[])
+        AS u(id, outcome, retry_at, delay, error, metadata_updates, held)
 ),
 updated AS (
     UPDATE /*schema*/river_job AS j
@@ -47,19 +50,21 @@ updated AS (
         finalized_at = CASE
             WHEN {_STATE} IN ('completed', 'cancelled', 'discarded') THEN now() END,
         scheduled_at = CASE
-            WHEN {_STATE} IN ('available', 'retryable', 'scheduled') THEN {_SCHED}
+            WHEN {_STATE} IN ('available', 'retryable', 'scheduled', 'pending') THEN {_SCHED}
             ELSE j.scheduled_at END,
         attempt = CASE WHEN {_RESTORES_ATTEMPT} THEN greatest(j.attempt - 1, 0) ELSE j.attempt END,
         errors = CASE
             WHEN u.error IS NULL THEN j.errors
             ELSE array_append(j.errors, u.error || jsonb_build_object('at', now())) END,
+        -- The attempt's metadata updates (output, logs, progress) are merged
+        -- whatever the outcome, as River merges its metadata updates.
         metadata = CASE
             WHEN u.outcome = 'snoozed' AND {_STATE} <> 'cancelled' THEN jsonb_set(
                 j.metadata, '{{snoozes}}',
                 -- Another client may have stored anything there: count only numbers.
                 to_jsonb(CASE WHEN jsonb_typeof(j.metadata -> 'snoozes') = 'number'
                     THEN (j.metadata ->> 'snoozes')::numeric::int ELSE 0 END + 1))
-            ELSE j.metadata END
+            ELSE j.metadata END || coalesce(u.metadata_updates, '{{}}'::jsonb)
     FROM u
     WHERE j.id = u.id AND j.state = 'running'
     RETURNING {J_JOB_COLUMNS}
@@ -88,6 +93,48 @@ async def complete_jobs(
     retry_at: list[datetime | None],
     delays: list[float | None],
     errors: list[str | None],
+    metadata_updates: list[str | None] | None = None,
+    held: list[bool] | None = None,
 ) -> list[asyncpg.Record]:
-    """Persist a batch of outcomes in one statement; see `COMPLETE`."""
-    return await conn.fetch(qualify(COMPLETE, schema), ids, outcomes, retry_at, delays, errors)
+    """Persist a batch of outcomes in one statement; see `COMPLETE`.
+
+    `held` says which jobs rivertrio holds for a flow fetch (see
+    `rivertrio._flow`): an outcome that is not final puts those back in
+    ``pending`` rather than where any fetch could take them.
+    """
+    if metadata_updates is None:
+        metadata_updates = [None] * len(ids)
+    if held is None:
+        held = [False] * len(ids)
+    return await conn.fetch(
+        qualify(COMPLETE, schema), ids, outcomes, retry_at, delays, errors, metadata_updates, held
+    )
+
+
+# A worker completing its own job in its transaction: only while the row is
+# still running this very attempt (not rescued and fetched again meanwhile).
+# The row is returned either way, with whether it was completed here.
+COMPLETE_IN_TX = f"""
+WITH updated AS (
+    UPDATE /*schema*/river_job
+    SET state = 'completed', finalized_at = now(),
+        metadata = metadata || coalesce($3::jsonb, '{{}}'::jsonb)
+    WHERE id = $1 AND state = 'running' AND attempt = $2
+    RETURNING {JOB_COLUMNS}
+)
+SELECT *, true AS completed FROM updated
+UNION ALL
+SELECT {JOB_COLUMNS}, false FROM /*schema*/river_job
+WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM updated)
+"""
+
+
+async def complete_in_tx(
+    conn: asyncpg.Connection,
+    schema: str | None,
+    job_id: int,
+    attempt: int,
+    metadata_updates: str | None,
+) -> asyncpg.Record | None:
+    """Complete a running job (this attempt) in the caller's transaction; see `COMPLETE_IN_TX`."""
+    return await conn.fetchrow(qualify(COMPLETE_IN_TX, schema), job_id, attempt, metadata_updates)

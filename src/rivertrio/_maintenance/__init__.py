@@ -17,14 +17,17 @@ import trio
 
 from .._exceptions import ConfigError
 from .._insert import Inserter
+from .._middleware import Extensions
 from .._service import Counter, Service, SupportsLifecycle, cancel_on
 from .._validate import duration, integer
 from ._cleaner import JobCleaner
 from ._periodic import PeriodicEnqueuer, PeriodicJobs
 from ._queue_cleaner import QueueCleaner
+from ._queue_stats import QueueMeasurer
 from ._reindexer import Reindexer, ReindexRun
 from ._rescuer import JobRescuer
 from ._scheduler import JobScheduler
+from ._workflows import WorkflowReleaser
 
 if TYPE_CHECKING:
     from .._config import Config
@@ -40,8 +43,10 @@ __all__ = [
     "PeriodicEnqueuer",
     "PeriodicJobs",
     "QueueCleaner",
+    "QueueMeasurer",
     "ReindexRun",
     "Reindexer",
+    "WorkflowReleaser",
 ]
 
 log = logging.getLogger("rivertrio.maintenance")
@@ -103,6 +108,15 @@ def _reindexers(driver: Driver, config: Config) -> list[Reindexer]:
     return [reindexer] if reindexer.index_names else []
 
 
+def _queue_measurers(driver: Driver, config: Config) -> list[QueueMeasurer]:
+    """A queue measurer if some middleware asked for queue measurements (at its interval)."""
+    observers = Extensions(config.middleware, config.hooks).observers
+    if not observers:
+        return []
+    interval = min(m.queue_stats_interval for m in observers if m.queue_stats_interval)
+    return [QueueMeasurer(driver, observers, interval=interval)]
+
+
 class Maintainer(Service):
     """Runs maintenance services while its elector is the leader, and only then.
 
@@ -137,7 +151,7 @@ class Maintainer(Service):
         on_available: Callable[[frozenset[str]], None] | None = None,
     ) -> Maintainer:
         """The standard maintainer: scheduler, rescuer, cleaner, queue cleaner, periodic
-        jobs, and the reindexer unless the config turns it off.
+        jobs, the workflow releaser, and the reindexer unless the config turns it off.
 
         Args:
             driver: The database.
@@ -188,7 +202,14 @@ class Maintainer(Service):
                 PeriodicEnqueuer(
                     periodic, inserter if inserter is not None else Inserter(driver, config), driver
                 ),
+                WorkflowReleaser(
+                    driver,
+                    interval=s.scheduler_interval,
+                    notify=not config.poll_only,
+                    on_available=on_available,
+                ),
                 *_reindexers(driver, config),
+                *_queue_measurers(driver, config),
             ],
         )
 

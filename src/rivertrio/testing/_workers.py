@@ -23,7 +23,8 @@ from rivertrio._events import OutcomeKind
 from rivertrio._exceptions import ConfigError, InvalidInputError, UnknownJobKindError
 from rivertrio._executor import RunningJob, WorkConfig, execute
 from rivertrio._insert import prepare_job
-from rivertrio._job import JobRow, JobState
+from rivertrio._job import METADATA_OUTPUT, JobRow, JobState
+from rivertrio._middleware import Extensions
 from rivertrio._util import collapse_single_groups
 from rivertrio._worker import Worker, Workers
 
@@ -56,6 +57,11 @@ class WorkResult:
     """For a failed job (and one an error handler cancelled): the exception itself,
     with its traceback. ``type(result.exception)`` is the error's type."""
     snooze_seconds: float | None = None
+    output: Any = None
+    """What the worker recorded with `rivertrio.record_output` (decoded), or None."""
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The job's metadata as the outcome would store it: the job's own, with what the
+    run recorded merged in (output, progress, ``river:log``)."""
     """For a snoozed job: the seconds given to `JobSnooze`."""
     retry_delay: float | None = None
     """For a failed job that would be retried: seconds from the attempt's start
@@ -119,9 +125,9 @@ def _registry(
             # No Worker[Args] base to tell its args class from: it works these args.
             workers.add(worker, type(args))
         if kind not in workers:
-            (worker_kind,) = workers.kinds
+            worker_kind = " or ".join(map(repr, sorted(workers.kinds)))
             raise UnknownJobKindError(
-                f"work_job: {type(worker).__qualname__} works job kind {worker_kind!r}, but the "
+                f"work_job: {type(worker).__qualname__} works job kind {worker_kind}, but the "
                 f"args are a {type(args).__qualname__} of kind {kind!r}"
             )
     else:
@@ -149,7 +155,8 @@ async def work_job(
 
     Everything else is the client's own code: the worker's ``timeout()`` or the
     config's ``job_timeout`` (a job over time fails with `JobTimeoutError`), its
-    ``next_retry()``, the config's ``retry_policy`` and ``error_handler``.
+    ``next_retry()``, the config's ``retry_policy``, ``error_handler``,
+    ``middleware`` and ``hooks`` (and the worker's middleware).
     Nothing is written anywhere: the result says what the client would record.
 
     Without `client`, no database is needed, and ``rivertrio.current_client()``
@@ -236,6 +243,7 @@ async def work_job(
         enter_job=functools.partial(
             job_client.set, client if client is not None else cast("Client", _NO_CLIENT)
         ),
+        extensions=Extensions(cfg.middleware, cfg.hooks),
     )
 
     async def run() -> None:
@@ -249,6 +257,7 @@ async def work_job(
     (outcome,) = outcomes
 
     error = json.loads(outcome.error)["error"] if outcome.error is not None else None
+    updates = json.loads(outcome.metadata_updates) if outcome.metadata_updates else {}
     retry_delay: float | None = None
     retry_at: datetime | None = None
     if outcome.kind == OutcomeKind.FAILED and row.attempt < row.max_attempts:
@@ -264,6 +273,8 @@ async def work_job(
         error=error,
         exception=raised[0] if raised else None,
         snooze_seconds=outcome.delay if outcome.kind == OutcomeKind.SNOOZED else None,
+        output=updates.get(METADATA_OUTPUT),
+        metadata={**row.metadata, **updates},
         retry_delay=retry_delay,
         retry_at=retry_at,
     )
