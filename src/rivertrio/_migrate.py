@@ -1,8 +1,11 @@
-"""Schema migrations: River's ``main`` line, applied and inspected from Trio, or printed.
+"""Schema migrations: River's ``main`` line and rivertrio's ``rivertrio_flow``
+line, applied and inspected from Trio, or printed.
 
 A database migrated by River (Go) is recognised as it is: its ``river_migration``
 rows say which versions it has, in either shape of that table, and only the
 missing versions run. Versions a newer River release recorded are left alone.
+The ``rivertrio_flow`` line (flow control: limits, sequences, workflows) keeps
+its own rows in that table and adds objects of its own only.
 """
 
 from __future__ import annotations
@@ -13,10 +16,21 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import trio
 
 from ._driver import open_driver
+from ._driver._flow_migrations import (
+    FLOW_LINE,
+    FLOW_MIGRATIONS,
+    FlowState,
+    check_flow_target,
+    read_flow_state,
+    render_flow_step,
+    run_flow_migrations,
+    run_lines,
+)
 from ._driver._migrations import (
     LATEST_VERSION,
     LINE,
     MIGRATIONS,
+    Migration,
     SchemaState,
     Step,
     check_request,
@@ -24,7 +38,6 @@ from ._driver._migrations import (
     render_step,
     run_migrations,
     script,
-    unknown_versions,
 )
 from ._exceptions import ConfigError, MigrationError
 from ._validate import schema_name_problem
@@ -35,7 +48,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+#: The migration lines rivertrio knows, by name.
+_LINES: dict[str, tuple[Migration, ...]] = {LINE: MIGRATIONS, FLOW_LINE: FLOW_MIGRATIONS}
+
 __all__ = [
+    "FLOW_LINE",
     "LATEST_VERSION",
     "MigrateResult",
     "MigrationError",
@@ -75,10 +92,16 @@ class MigrateResult:
     """The schema migrated (the one given, or the search path's current one)."""
     dry_run: bool
     from_version: int
-    """The highest version applied before the call (0: none)."""
+    """The highest version of `line` applied before the call (0: none)."""
     to_version: int
-    """The highest version applied after the call (or after it, had it not been a dry run)."""
+    """The highest version of `line` applied after the call (or after it, had it not been a
+    dry run)."""
     versions: tuple[MigrationVersion, ...]
+    line: str = LINE
+    """The migration line these versions belong to."""
+    also: tuple[MigrateResult, ...] = ()
+    """The other lines migrated by the same call: ``rivertrio_flow`` after ``main``
+    on the way up, before it on the way down (see `migrate`)."""
 
     @property
     def version_numbers(self) -> tuple[int, ...]:
@@ -87,7 +110,10 @@ class MigrateResult:
 
     @property
     def sql(self) -> str:
-        """The full SQL text run (or to run): ``BEGIN; ... COMMIT;`` per version."""
+        """The SQL text of `versions` run (or to run): ``BEGIN; ... COMMIT;`` per version.
+
+        The lines in `also` have their own.
+        """
         return script(Step(v.version, v.name, self.direction, v.sql) for v in self.versions).rstrip(
             "\n"
         )
@@ -104,13 +130,15 @@ class MigrationInfo:
 
 @dataclass(frozen=True, slots=True)
 class MigrationStatus:
-    """Which versions of the ``main`` line a schema has (`migrate_list`)."""
+    """Which versions of a migration line a schema has (`migrate_list`)."""
 
     schema: str
     migrations: tuple[MigrationInfo, ...]
     """Every version rivertrio knows, ascending."""
     applied: tuple[int, ...]
     """Versions recorded in the database, ascending (may include ones newer than known)."""
+    line: str = LINE
+    """The migration line: ``"main"`` (River's) or ``"rivertrio_flow"``."""
 
     @property
     def current_version(self) -> int:
@@ -120,7 +148,7 @@ class MigrationStatus:
     @property
     def latest_version(self) -> int:
         """The newest version rivertrio knows."""
-        return LATEST_VERSION
+        return max(m.version for m in self.migrations)
 
     @property
     def pending(self) -> tuple[int, ...]:
@@ -130,7 +158,8 @@ class MigrationStatus:
     @property
     def unknown(self) -> tuple[int, ...]:
         """Applied versions rivertrio does not know (a newer River release applied them)."""
-        return tuple(unknown_versions(self.applied))
+        known = {m.version for m in self.migrations}
+        return tuple(v for v in self.applied if v not in known)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,14 +180,23 @@ async def migrate(
     target_version: int | None = None,
     schema: str | None = None,
     dry_run: bool = False,
+    line: str | None = None,
 ) -> MigrateResult:
-    """Migrate a database along River's ``main`` line.
+    """Migrate a database along River's ``main`` line, and rivertrio's line with it.
 
     Up applies every pending version through `target_version` (default: the
     latest). Down rolls back one version by default, or every version above
     `target_version` (0 rolls back everything, removing all of River's objects).
     Each version runs in its own transaction together with its
     ``river_migration`` row, so a failure leaves the versions before it applied.
+
+    By default (`line` None) the ``rivertrio_flow`` line (the schema of flow
+    control: limits, sequences, workflows) follows ``main``: a full up (no
+    `target_version`) applies its pending versions after ``main``'s, and a down
+    that reaches ``main``'s version 5 removes it first. Its results are in
+    ``also``. Pass ``line="main"`` for River's line alone, or
+    ``line="rivertrio_flow"`` to migrate that line alone (its versions are then
+    the ones `target_version` counts, and down to 0 removes it).
 
     A checkpoint. Cancel-safe at version granularity: a cancelled call leaves
     each version fully applied or not at all.
@@ -172,76 +210,147 @@ async def migrate(
         schema: The schema to hold River's objects (it must exist); None uses the
             search path.
         dry_run: Change nothing; report what would run, with its SQL.
+        line: None (``main``, and ``rivertrio_flow`` with it), ``"main"`` or
+            ``"rivertrio_flow"``.
 
     Versions recorded in the database that rivertrio does not know (a newer
     River release applied them) are left alone, as River's migrator leaves
     them: up does not touch them, and down reverts only known versions.
 
     Raises:
-        ConfigError: `direction`, `target_version` or `schema` is invalid.
+        ConfigError: `direction`, `target_version`, `schema` or `line` is invalid.
         MigrationError: A down target is not applied, the schema does not exist,
-            or another tool manages its River tables.
+            another tool manages its River tables, or ``rivertrio_flow`` is
+            asked for while ``main`` is below version 5.
         DatabaseConnectionError: Postgres cannot be reached (names host and port).
         DatabaseError: A migration failed (names the version; it was rolled back).
     """
-    check_request(direction, target_version)
+    _check_line(line)
+    if line == FLOW_LINE:
+        if direction not in ("up", "down"):
+            raise ConfigError(f"direction must be 'up' or 'down', not {direction!r}")
+        check_flow_target(direction, target_version)
+    else:
+        check_request(direction, target_version)
     _check_schema(schema)
-    state, steps = await _call(
-        database_url, schema, run_migrations, schema, direction, target_version, dry_run=dry_run
+    if line == LINE:
+        state, steps = await _call(
+            database_url, schema, run_migrations, schema, direction, target_version, dry_run=dry_run
+        )
+        return _result(LINE, direction, dry_run, state.schema, state.applied, steps)
+    if line == FLOW_LINE:
+        flow, steps = await _call(
+            database_url,
+            schema,
+            run_flow_migrations,
+            schema,
+            direction,
+            target_version,
+            dry_run=dry_run,
+        )
+        return _result(FLOW_LINE, direction, dry_run, flow.schema, flow.applied, steps)
+    state, steps, flow_state, flow_steps = await _call(
+        database_url, schema, run_lines, schema, direction, target_version, dry_run=dry_run
     )
+    also: tuple[MigrateResult, ...] = ()
+    if flow_state is not None:
+        also = (
+            _result(
+                FLOW_LINE, direction, dry_run, flow_state.schema, flow_state.applied, flow_steps
+            ),
+        )
+    result = _result(LINE, direction, dry_run, state.schema, state.applied, steps)
+    return MigrateResult(
+        direction=result.direction,
+        schema=result.schema,
+        dry_run=result.dry_run,
+        from_version=result.from_version,
+        to_version=result.to_version,
+        versions=result.versions,
+        also=also,
+    )
+
+
+def _result(
+    line: str,
+    direction: Literal["up", "down"],
+    dry_run: bool,
+    schema: str,
+    applied: tuple[int, ...],
+    steps: list[Step],
+) -> MigrateResult:
     ran = {s.version for s in steps}
-    after = set(state.applied) | ran if direction == "up" else set(state.applied) - ran
+    after = set(applied) | ran if direction == "up" else set(applied) - ran
     return MigrateResult(
         direction=direction,
-        schema=state.schema,
+        schema=schema,
         dry_run=dry_run,
-        from_version=max(state.applied, default=0),
+        from_version=max(applied, default=0),
         to_version=max(after, default=0),
         versions=tuple(MigrationVersion(s.version, s.name, s.sql) for s in steps),
+        line=line,
     )
+
+
+def _check_line(line: str | None) -> None:
+    if line is not None and line not in _LINES:
+        raise ConfigError(
+            f"migration line does not exist: {line!r} (the lines are "
+            + ", ".join(map(repr, _LINES))
+            + ")"
+        )
 
 
 async def migrate_list(
-    database_url: str | None = None, *, schema: str | None = None
+    database_url: str | None = None, *, schema: str | None = None, line: str = LINE
 ) -> MigrationStatus:
-    """Report the known versions and which of them the schema has.
+    """Report the known versions of a line (default ``main``) and which the schema has.
 
     A checkpoint; read-only.
 
     Raises:
-        ConfigError: `schema` is not a valid schema name.
+        ConfigError: `schema` is not a valid schema name, or `line` is unknown.
         MigrationError: The schema does not exist, or another tool manages its
             River tables.
         DatabaseConnectionError: Postgres cannot be reached (names host and port).
     """
-    state = await _read(database_url, schema)
-    done = set(state.applied)
+    _check_line(line)
+    if line == FLOW_LINE:
+        _check_schema(schema)
+        flow: FlowState = await _call(database_url, schema, read_flow_state, schema)
+        name, applied = flow.schema, flow.applied
+    else:
+        state = await _read(database_url, schema)
+        name, applied = state.schema, state.applied
+    done = set(applied)
     return MigrationStatus(
-        schema=state.schema,
-        migrations=tuple(MigrationInfo(m.version, m.name, m.version in done) for m in MIGRATIONS),
-        applied=state.applied,
+        schema=name,
+        migrations=tuple(MigrationInfo(m.version, m.name, m.version in done) for m in _LINES[line]),
+        applied=applied,
+        line=line,
     )
 
 
 async def migrate_validate(
-    database_url: str | None = None, *, schema: str | None = None
+    database_url: str | None = None, *, schema: str | None = None, line: str = LINE
 ) -> ValidateResult:
-    """Check that the schema has every known version; ok when none is missing.
+    """Check that the schema has every known version of a line (default ``main``).
 
-    Versions a newer River release recorded do not count against it (River's
-    validation ignores them too). A checkpoint; read-only.
+    Ok when none is missing. Versions a newer River release recorded do not
+    count against it (River's validation ignores them too). A checkpoint; read-only.
 
     Raises:
-        ConfigError: `schema` is not a valid schema name.
+        ConfigError: `schema` is not a valid schema name, or `line` is unknown.
         MigrationError: The schema does not exist, or another tool manages its
             River tables.
         DatabaseConnectionError: Postgres cannot be reached (names host and port).
     """
-    status = await migrate_list(database_url, schema=schema)
+    status = await migrate_list(database_url, schema=schema, line=line)
     unapplied = status.pending
     messages: tuple[str, ...] = ()
     if unapplied:
-        messages = ("unapplied migrations: " + ", ".join(str(v) for v in unapplied),)
+        what = "unapplied migrations" if line == LINE else f"unapplied {line} migrations"
+        messages = (f"{what}: " + ", ".join(str(v) for v in unapplied),)
     return ValidateResult(status.schema, not unapplied, unapplied, messages)
 
 
@@ -272,7 +381,9 @@ def migrate_get(
         direction: ``"up"`` or ``"down"``.
         schema: Qualify every object with this schema; None leaves names to the
             search path.
-        line: The migration line; River's Postgres driver has only ``"main"``.
+        line: The migration line: ``"main"`` (River's; its Postgres driver has
+            no other), or ``"rivertrio_flow"`` (rivertrio's flow control, which
+            needs ``main`` at version 5 or later).
         exclude: Versions to leave out (River's ``--exclude-version``).
         record: Also add or remove each version's ``river_migration`` row, as
             ``migrate`` does, so that ``migrate list`` and River's migrator see
@@ -287,10 +398,9 @@ def migrate_get(
     """
     if direction not in ("up", "down"):
         raise ConfigError(f"direction must be 'up' or 'down', not {direction!r}")
-    if line != LINE:
-        raise ConfigError(f"migration line does not exist: {line!r} (the only line is {LINE!r})")
+    _check_line(line)
     _check_schema(schema)
-    known = [m.version for m in MIGRATIONS]
+    known = [m.version for m in _LINES[line]]
     if versions is None:
         chosen = known if direction == "up" else known[::-1]
     else:
@@ -302,12 +412,13 @@ def migrate_get(
                 f"migration {version!r} not found (available versions: "
                 f"{', '.join(map(str, known))})"
             )
-    if record and 1 in skipped:
+    if record and line == LINE and 1 in skipped:
         raise ConfigError(
             "version 1 creates river_migration, where each version is recorded: without "
             "it, leave the records out too (record=False, or --no-record)"
         )
-    steps = [render_step(v, direction, schema, record=record) for v in chosen if v not in skipped]
+    render = render_step if line == LINE else render_flow_step
+    steps = [render(v, direction, schema, record=record) for v in chosen if v not in skipped]
     if transactions:
         return script(steps).rstrip("\n") + "\n" if steps else ""
     return "\n".join(step.sql for step in steps)

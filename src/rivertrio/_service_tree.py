@@ -305,7 +305,15 @@ class ServiceTree(Service):
         # sequence go on: wake that queue's producer. A workflow task's end may
         # settle the tasks that wait for it: release them now (the leader's
         # sweep would, later).
-        self.wake(frozenset(o.job.queue for o in outcomes if FLOW_KEY in o.job.metadata))
+        held: dict[str, list[int]] = {}
+        for o in outcomes:
+            if FLOW_KEY in o.job.metadata:
+                held.setdefault(o.job.queue, []).append(o.job.id)
+        for queue, ids in held.items():
+            producer = self.producers.get(queue)
+            if producer is not None:
+                producer.persisted(ids)
+                producer.wake()
         workflows = {
             str(o.job.metadata[WORKFLOW_KEY]) for o in outcomes if WORKFLOW_KEY in o.job.metadata
         }

@@ -63,6 +63,33 @@ async def test_burndown_with_several_processes(database_url: str, migrated_schem
     assert 1 <= workers <= 2
 
 
+async def test_burndown_under_flow_control(database_url: str, migrated_schema: str) -> None:
+    results = await bench(
+        database_url,
+        migrated_schema,
+        *("--num-jobs", "200", "--workers", "10", "--processes", "2", "--flow-limit", "5"),
+    )
+    assert [r["mode"] for r in results] == [
+        "insert_fast",
+        "burndown",
+        "insert_fast",
+        "burndown_flow",
+    ]
+    plain, flow = results[1], results[3]
+    check_common(flow, "burndown_flow", 200)
+    assert flow["flow_limit"] == 5
+    assert flow["ratio_to_plain"] == pytest.approx(
+        flow["jobs_per_s"] / plain["jobs_per_s"], rel=0.01
+    )
+    async with open_driver(database_url, schema=migrated_schema) as driver:
+        recs = await driver.fetch(
+            "SELECT count(*) AS n, bool_and(metadata ? 'rivertrio:flow') AS held "
+            "FROM /*schema*/river_job WHERE state = 'completed'"
+        )
+    # The flow phase's jobs: inserted held, all worked.
+    assert (recs[0]["n"], recs[0]["held"]) == (200, True)
+
+
 async def test_latency(database_url: str, migrated_schema: str) -> None:
     [result] = await bench(
         database_url, migrated_schema, "--latency", "--rate", "100", "--duration", "0.5",
@@ -77,6 +104,54 @@ async def test_latency(database_url: str, migrated_schema: str) -> None:
     # Every job completes after it starts, so each percentile is at least as large.
     for q in ("p50", "p95", "p99"):
         assert result[f"complete_{q}_ms"] >= result[f"start_{q}_ms"]
+
+
+async def test_latency_offers_the_rate_asked_for(database_url: str, migrated_schema: str) -> None:
+    # Inserts start on time, not one per round trip: a second at 1,500 jobs/s.
+    [result] = await bench(
+        database_url, migrated_schema, "--latency", "--rate", "1500", "--duration", "1"
+    )
+    check_common(result, "latency", 1500)
+    assert result["missing"] == 0
+    assert result["seconds"] < 1.5
+
+
+async def test_insert_cost(database_url: str, migrated_schema: str) -> None:
+    results = await bench(
+        database_url, migrated_schema, "--insert", "--num-jobs", "200", "--concurrency", "8"
+    )
+    assert [r["concurrency"] for r in results] == [1, 8]
+    for result in results:
+        check_common(result, "insert", 200)
+        assert 0 < result["cpu_us_per_insert"] < 100_000
+        assert result["wall_us_per_insert"] == pytest.approx(
+            result["seconds"] / 200 * 1e6, rel=0.01
+        )
+        assert result["coalesce_window"] == 0.0002
+    async with open_driver(database_url, schema=migrated_schema) as driver:
+        left = await driver.fetchval("SELECT count(*) FROM /*schema*/river_job")
+    assert left == 0, "the bench removes the jobs it inserted"
+
+
+async def test_insert_cost_without_coalescing(database_url: str, migrated_schema: str) -> None:
+    results = await bench(
+        database_url, migrated_schema, "--insert", "--num-jobs", "50", "--coalesce-window", "0"
+    )
+    assert [(r["concurrency"], r["coalesce_window"]) for r in results] == [(1, 0), (20, 0)]
+
+
+async def test_insert_is_a_mode_of_its_own(database_url: str, migrated_schema: str) -> None:
+    result = await invoke(
+        "bench",
+        "--insert",
+        "--latency",
+        "--database-url",
+        database_url,
+        "--schema",
+        migrated_schema,
+    )
+    assert result.exit_code == 2
+    assert "--insert measures inserts alone" in result.stderr
 
 
 async def test_the_bench_deletes_only_its_own_queue(

@@ -47,6 +47,10 @@ EXPECTED: dict[str, Callable[[Any], object]] = {
     "insert_asyncio": lambda r: r,
     "insert_sync": len,
     "insert_riverqueue": lambda r: r,
+    "flow_limits": lambda r: r,
+    "flow_rates": lambda r: r,
+    "sequences": lambda r: r,
+    "workflows": lambda r: r,
 }
 RESULTS: dict[str, object] = {
     "quickstart": "completed",
@@ -106,6 +110,14 @@ RESULTS: dict[str, object] = {
     "insert_asyncio": ["job_completed"],
     "insert_sync": 2,
     "insert_riverqueue": 42,
+    "flow_limits": {"within_limits": True},
+    "flow_rates": {"started": 10, "most_in_a_second": 5},
+    "sequences": {"cus_a": [1, 2, 3], "cus_b": [1, 2, 3]},
+    "workflows": {
+        "waiting_at_first": ["large", "publish", "small"],
+        "publish_read": {"small": {"size": 320}, "large": {"size": 1920}},
+        "finished": True,
+    },
 }
 
 #: Examples of features not built yet: they are in the docs but not run yet.

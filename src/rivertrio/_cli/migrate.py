@@ -1,4 +1,5 @@
-"""``rivertrio migrate up|down|list|validate|get``: River's ``main`` migration line from a shell."""
+"""``rivertrio migrate up|down|list|validate|get``: River's ``main`` migration line, and
+rivertrio's ``rivertrio_flow`` line, from a shell."""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ def run_migrate(
     target_version: int | None = None,
     schema: str | None = None,
     dry_run: bool = False,
+    line: str | None = None,
 ) -> MigrateResult:
     """Synchronous `rivertrio.migrate`: runs it under its own ``trio.run``. Blocking."""
     return _run_sync(
@@ -51,21 +53,22 @@ def run_migrate(
         target_version=target_version,
         schema=schema,
         dry_run=dry_run,
+        line=line,
     )
 
 
 def run_migrate_list(
-    database_url: str | None = None, *, schema: str | None = None
+    database_url: str | None = None, *, schema: str | None = None, line: str = "main"
 ) -> MigrationStatus:
     """Synchronous `migrate_list`. Blocking."""
-    return _run_sync(migrate_list, database_url, schema=schema)
+    return _run_sync(migrate_list, database_url, schema=schema, line=line)
 
 
 def run_migrate_validate(
-    database_url: str | None = None, *, schema: str | None = None
+    database_url: str | None = None, *, schema: str | None = None, line: str = "main"
 ) -> ValidateResult:
     """Synchronous `migrate_validate`. Blocking."""
-    return _run_sync(migrate_validate, database_url, schema=schema)
+    return _run_sync(migrate_validate, database_url, schema=schema, line=line)
 
 
 def _fail(message: str) -> NoReturn:
@@ -99,6 +102,20 @@ _schema_option = click.option(
     metavar="NAME",
     help="Schema holding River's tables (must exist). Default: the search path's.",
 )
+_run_line_option = click.option(
+    "--line",
+    default=None,
+    metavar="LINE",
+    help="Migrate only this line: main (River's) or rivertrio_flow (flow control). "
+    "Default: main, with rivertrio_flow following it (see the command's help).",
+)
+_read_line_option = click.option(
+    "--line",
+    default="main",
+    show_default=True,
+    metavar="LINE",
+    help="The migration line: main (River's) or rivertrio_flow (flow control).",
+)
 _dry_run_option = click.option(
     "--dry-run",
     is_flag=True,
@@ -113,7 +130,8 @@ def _target_version_option(help: str) -> Callable[[F], F]:
 
 @click.group()
 def migrate() -> None:
-    """Migrate the database along River's `main` line (versions 1 to 8).
+    """Migrate the database along River's `main` line (versions 1 to 8), and
+    rivertrio's `rivertrio_flow` line (flow control) with it.
 
     A database that River (Go) migrated is recognised: only missing versions run.
     `get` prints the SQL for other migration tools, with no database.
@@ -125,11 +143,20 @@ def migrate() -> None:
 @_schema_option
 @_target_version_option("Apply pending versions up to and including N. Default: all.")
 @_dry_run_option
+@_run_line_option
 def up(
-    database_url: str | None, schema: str | None, target_version: int | None, dry_run: bool
+    database_url: str | None,
+    schema: str | None,
+    target_version: int | None,
+    dry_run: bool,
+    line: str | None,
 ) -> None:
-    """Apply pending migrations, each in its own transaction."""
-    _migrate("up", database_url, schema, target_version, dry_run)
+    """Apply pending migrations, each in its own transaction.
+
+    Without --line, main goes up, then (when main went all the way up, with no
+    --target-version) every pending version of rivertrio_flow.
+    """
+    _migrate("up", database_url, schema, target_version, dry_run, line)
 
 
 @migrate.command()
@@ -137,21 +164,33 @@ def up(
 @_schema_option
 @_target_version_option("Roll back every version above N (0: all). Default: one version.")
 @_dry_run_option
+@_run_line_option
 def down(
-    database_url: str | None, schema: str | None, target_version: int | None, dry_run: bool
+    database_url: str | None,
+    schema: str | None,
+    target_version: int | None,
+    dry_run: bool,
+    line: str | None,
 ) -> None:
-    """Roll back migrations: one by default, or down to --target-version."""
-    _migrate("down", database_url, schema, target_version, dry_run)
+    """Roll back migrations: one by default, or down to --target-version.
+
+    Without --line, main goes down, and rivertrio_flow is removed first when
+    main goes to version 5 or below. `--line rivertrio_flow --target-version 0`
+    removes flow control's schema alone.
+    """
+    _migrate("down", database_url, schema, target_version, dry_run, line)
 
 
 @migrate.command(name="list")
 @_database_url_option
 @_schema_option
-def list_(database_url: str | None, schema: str | None) -> None:
-    """List the known migrations and whether each is applied."""
-    status = _call(run_migrate_list, database_url, schema=schema)
+@_read_line_option
+def list_(database_url: str | None, schema: str | None, line: str) -> None:
+    """List the known migrations of a line and whether each is applied."""
+    status = _call(run_migrate_list, database_url, schema=schema, line=line)
+    what = "version" if line == "main" else f"{line} version"
     click.echo(
-        f'schema "{status.schema}": version {status.current_version} '
+        f'schema "{status.schema}": {what} {status.current_version} '
         f"(latest {status.latest_version})"
     )
     width = max(len(m.name) for m in status.migrations)
@@ -168,9 +207,10 @@ def list_(database_url: str | None, schema: str | None) -> None:
 @migrate.command()
 @_database_url_option
 @_schema_option
-def validate(database_url: str | None, schema: str | None) -> None:
-    """Exit 0 if every migration is applied, else list the unapplied ones and exit 1."""
-    result = _call(run_migrate_validate, database_url, schema=schema)
+@_read_line_option
+def validate(database_url: str | None, schema: str | None, line: str) -> None:
+    """Exit 0 if every migration of a line is applied, else list the unapplied ones and exit 1."""
+    result = _call(run_migrate_validate, database_url, schema=schema, line=line)
     if not result.ok:
         for message in result.messages:
             click.echo(f'schema "{result.schema}": {message}', err=True)
@@ -216,7 +256,7 @@ def _versions(
     "--line",
     default="main",
     show_default=True,
-    help="Migration line; River's Postgres driver has only main.",
+    help="Migration line: main (River's Postgres driver has no other) or rivertrio_flow.",
 )
 @click.option(
     "--schema",
@@ -282,6 +322,7 @@ def _migrate(
     schema: str | None,
     target_version: int | None,
     dry_run: bool,
+    line: str | None = None,
 ) -> None:
     """Migrate in `direction` and print each version done (with `dry_run`, the SQL)."""
     result = _call(
@@ -291,23 +332,37 @@ def _migrate(
         target_version=target_version,
         schema=schema,
         dry_run=dry_run,
+        line=line,
     )
+    # Down removes rivertrio_flow before main; up applies it after. River's line
+    # has the last word, as when it was the only one.
+    results = [*result.also, result] if direction == "down" else [result, *result.also]
+    summaries = [_report(one) for one in results]
+    for _line, summary in sorted(summaries, key=lambda pair: pair[0] == "main"):
+        if summary:
+            click.echo(summary)
+
+
+def _report(result: MigrateResult) -> tuple[str, str]:
+    """Print what `migrate` did to one line (the SQL, for a dry run); return its
+    line and its summary ("" for none)."""
+    # River's own line keeps River's wording; another line is named.
+    what = "version" if result.line == "main" else f"{result.line} version"
     if result.dry_run:
         if result.versions:
             click.echo(result.sql)
-        else:
-            click.echo(
-                f'-- nothing to migrate {result.direction}: schema "{result.schema}" '
-                f"is at version {result.from_version}"
-            )
-        return
-    verb = "applied" if result.direction == "up" else "rolled back"
-    for v in result.versions:
-        click.echo(f"{verb} {v.version:03d} {v.name}")
-    if not result.versions:
-        click.echo(
-            f'nothing to migrate {result.direction}: schema "{result.schema}" '
-            f"is at version {result.from_version}"
+            return result.line, ""
+        return result.line, (
+            f'-- nothing to migrate {result.direction}: schema "{result.schema}" '
+            f"is at {what} {result.from_version}"
         )
-    else:
-        click.echo(f'schema "{result.schema}" is now at version {result.to_version}')
+    verb = "applied" if result.direction == "up" else "rolled back"
+    prefix = "" if result.line == "main" else f"{result.line} "
+    for v in result.versions:
+        click.echo(f"{verb} {prefix}{v.version:03d} {v.name}")
+    if not result.versions:
+        return result.line, (
+            f'nothing to migrate {result.direction}: schema "{result.schema}" '
+            f"is at {what} {result.from_version}"
+        )
+    return result.line, f'schema "{result.schema}" is now at {what} {result.to_version}'

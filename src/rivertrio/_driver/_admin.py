@@ -28,6 +28,7 @@ __all__ = [
     "queue_get",
     "queue_list",
     "queue_set_paused",
+    "queue_update",
 ]
 
 
@@ -123,7 +124,11 @@ WITH locked AS (
 updated AS (
     UPDATE /*schema*/river_job AS j
     SET
-        state = 'available',
+        -- A job rivertrio holds (flow control, or a workflow task waiting for
+        -- its dependencies) goes back to being held, not where any fetch takes it.
+        state = CASE
+            WHEN j.metadata ? 'rivertrio:flow' OR j.metadata ? 'rivertrio:wait' THEN 'pending'
+            ELSE 'available' END::/*schema*/river_job_state,
         scheduled_at = now(),
         finalized_at = NULL,
         max_attempts = CASE
@@ -197,6 +202,31 @@ SELECT (SELECT count(*) FROM target) AS matched,
     (SELECT count(*) FROM notified) AS notified
 """
 QUEUE_PAUSE = _QUEUE_SET_PAUSED.format(paused_at="now()", unchanged="NULL")
+
+# River's QueueUpdate: the metadata is replaced (not merged) when given, and
+# updated_at is refreshed either way. Clients working the queue are told of a
+# real change (jsonb equality: key order does not count) on the control topic,
+# in River's payload.
+QUEUE_UPDATE = f"""
+WITH old AS (
+    SELECT name, metadata FROM /*schema*/river_queue WHERE name = $1::text FOR UPDATE
+),
+updated AS (
+    UPDATE /*schema*/river_queue AS q
+    SET metadata = CASE WHEN $2::boolean THEN $3::jsonb ELSE q.metadata END, updated_at = now()
+    FROM old
+    WHERE q.name = old.name
+    RETURNING {", ".join("q." + c for c in QUEUE_COLUMNS.split(", "))},
+        q.metadata IS DISTINCT FROM old.metadata AS changed
+),
+notified AS (
+    SELECT pg_notify($4::text, json_build_object(
+        'action', 'metadata_changed', 'metadata', u.metadata, 'queue', u.name)::text)
+    FROM updated u
+    WHERE u.changed
+)
+SELECT updated.*, (SELECT count(*) FROM notified) AS notified FROM updated
+"""
 QUEUE_RESUME = _QUEUE_SET_PAUSED.format(paused_at="NULL", unchanged="NOT NULL")
 
 
@@ -340,6 +370,19 @@ async def queue_list(
 ) -> list[asyncpg.Record]:
     """Queue rows by name."""
     return await conn.fetch(qualify(QUEUE_LIST, schema), limit)
+
+
+async def queue_update(
+    conn: asyncpg.Connection,
+    schema: str | None,
+    name: str,
+    metadata: str | None,
+    control_channel: str,
+) -> Any:
+    """Update a queue's row (metadata replaced when not None); the row, or None."""
+    return await conn.fetchrow(
+        qualify(QUEUE_UPDATE, schema), name, metadata is not None, metadata, control_channel
+    )
 
 
 async def queue_set_paused(

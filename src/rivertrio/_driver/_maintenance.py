@@ -36,7 +36,8 @@ __all__ = [
 # transaction holds (job_cancel, a delete) is left for the next pass.
 _SCHEDULE = """
 WITH due AS (
-    SELECT id, unique_key, unique_states, priority, scheduled_at
+    SELECT id, unique_key, unique_states, priority, scheduled_at,
+        metadata ? 'rivertrio:flow' AS held
     FROM /*schema*/river_job
     WHERE state IN ('retryable', 'scheduled') AND scheduled_at <= now()
     ORDER BY priority, scheduled_at, id
@@ -53,6 +54,8 @@ ranked AS (
 decided AS (
     SELECT r.id,
         CASE
+            -- Held by rivertrio (flow control): only its flow fetch may take it.
+            WHEN r.held THEN 'pending'
             WHEN r.rank IS NULL THEN 'available'
             WHEN r.rank > 1 THEN 'discarded'
             WHEN EXISTS (
@@ -81,14 +84,14 @@ updated AS (
 ),
 notified AS (
     SELECT count(pg_notify($2, json_build_object('queue', q.queue)::text)) AS n
-    FROM (SELECT DISTINCT queue FROM updated WHERE state = 'available') AS q
+    FROM (SELECT DISTINCT queue FROM updated WHERE state IN ('available', 'pending')) AS q
     WHERE $2::text IS NOT NULL
 )
 SELECT
     (SELECT count(*) FROM updated) AS handled,
     (SELECT count(*) FROM updated WHERE state = 'discarded') AS discarded,
-    (SELECT coalesce(array_agg(DISTINCT queue), '{}') FROM updated WHERE state = 'available')
-        AS queues,
+    (SELECT coalesce(array_agg(DISTINCT queue), '{}') FROM updated
+        WHERE state IN ('available', 'pending')) AS queues,
     (SELECT n FROM notified) AS notified
 """
 
@@ -151,7 +154,10 @@ WITH u AS (
 ),
 live AS ({LIVE_KEYS})
 UPDATE /*schema*/river_job AS j
-SET state = u.state::/*schema*/river_job_state,
+SET state = (CASE
+        -- Held by rivertrio (flow control): retried by its flow fetch only.
+        WHEN u.state = 'retryable' AND j.metadata ? 'rivertrio:flow' THEN 'pending'
+        ELSE u.state END)::/*schema*/river_job_state,
     finalized_at = CASE WHEN u.state IN ('cancelled', 'discarded') THEN now() END,
     scheduled_at = CASE
         WHEN u.state = 'retryable'

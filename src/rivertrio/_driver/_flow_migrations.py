@@ -1,0 +1,330 @@
+"""The ``rivertrio_flow`` migration line: the schema flow control needs, beside River's.
+
+River's ``river_migration`` table keys its rows by (line, version) so that
+other lines can live next to ``main``; this is one. Its objects are indexes on
+``river_job`` and a table of our own, all named ``rivertrio_flow_*``: River's
+``main`` line is not changed by a byte, and a River client sharing the
+database sees the same tables, columns and states it always did. Removing the
+line (down to 0) leaves the schema exactly as ``main`` left it.
+
+The line needs ``main`` at version 5 or later: its rows need the ``line``
+column, and held jobs use the ``pending`` state (version 4).
+
+Asyncio side, like `_migrations`: everything runs in one `Driver.run` crossing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+import asyncpg
+
+from .._exceptions import ConfigError, DatabaseError, MigrationError
+from ._migrations import (
+    _LOCK_CLASS,
+    LINE_COLUMN_VERSION,
+    Direction,
+    Migration,
+    SchemaState,
+    Step,
+    plan,
+    run_migrations,
+    script,
+)
+from ._migrations import read_state as read_main_state
+from ._sql import qualify, quote_ident
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = [
+    "FLOW_LATEST_VERSION",
+    "FLOW_LINE",
+    "FLOW_MIGRATIONS",
+    "FlowState",
+    "plan_flow",
+    "read_flow_state",
+    "render_flow_step",
+    "run_flow_migrations",
+    "run_lines",
+]
+
+#: The line's name in ``river_migration.line``.
+FLOW_LINE = "rivertrio_flow"
+
+# --------------------------------------------------------------------------
+# Version 1: concurrency limits, partitions, rate limits and sequences.
+# --------------------------------------------------------------------------
+
+# IF NOT EXISTS, as River does for its big indexes: on a large river_job an
+# operator can build them beforehand with CREATE INDEX CONCURRENTLY. Every
+# predicate starts with a test of a plain column, so a row that is not held
+# (nearly every row of a River schema) costs one comparison per index.
+_V1_UP = """
+-- Held jobs of flow-controlled queues, by queue and partition, in fetch order.
+CREATE INDEX IF NOT EXISTS rivertrio_flow_held_idx ON /*schema*/river_job
+    (queue, (metadata ->> 'rivertrio:flow'), priority, scheduled_at, id)
+    WHERE state = 'pending' AND metadata ? 'rivertrio:flow' AND NOT metadata ? 'rivertrio:wait';
+
+-- Sequence members not yet completed: a sequence's head is its first entry
+-- that does not count as done.
+CREATE INDEX IF NOT EXISTS rivertrio_flow_sequence_idx ON /*schema*/river_job
+    (queue, (metadata ->> 'rivertrio:seq'), id)
+    WHERE state <> 'completed' AND metadata ? 'rivertrio:seq';
+
+-- One row per job start in a rate-limited queue, kept for one period.
+CREATE TABLE /*schema*/rivertrio_flow_start (
+    queue text NOT NULL,
+    partition text NOT NULL,
+    started_at timestamptz NOT NULL
+);
+
+CREATE INDEX rivertrio_flow_start_idx ON /*schema*/rivertrio_flow_start (queue, started_at);
+"""
+
+_V1_DOWN = """
+DROP TABLE /*schema*/rivertrio_flow_start;
+DROP INDEX IF EXISTS /*schema*/rivertrio_flow_sequence_idx;
+DROP INDEX IF EXISTS /*schema*/rivertrio_flow_held_idx;
+"""
+
+# --------------------------------------------------------------------------
+# Version 2: workflows.
+# --------------------------------------------------------------------------
+
+_V2_UP = """
+-- Workflow tasks waiting for their dependencies, by workflow.
+CREATE INDEX IF NOT EXISTS rivertrio_flow_waiting_idx ON /*schema*/river_job
+    ((metadata ->> 'rivertrio:workflow'), id)
+    WHERE state = 'pending' AND metadata ? 'rivertrio:wait';
+"""
+
+_V2_DOWN = """
+DROP INDEX IF EXISTS /*schema*/rivertrio_flow_waiting_idx;
+"""
+
+#: The line, in order.
+FLOW_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "flow control", _V1_UP, _V1_DOWN),
+    Migration(2, "workflows", _V2_UP, _V2_DOWN),
+)
+
+_BY_VERSION = {m.version: m for m in FLOW_MIGRATIONS}
+
+#: The newest version of the line.
+FLOW_LATEST_VERSION = FLOW_MIGRATIONS[-1].version
+
+
+class FlowState:
+    """Which versions of the line a schema has, and whether it can have any."""
+
+    __slots__ = ("applied", "main_version", "schema")
+
+    def __init__(self, schema: str, main_version: int, applied: tuple[int, ...]) -> None:
+        self.schema = schema
+        self.main_version = main_version
+        """The highest version of River's ``main`` line the schema has."""
+        self.applied = applied
+        """Versions of this line recorded in ``river_migration``, ascending."""
+
+
+def render_flow_step(
+    version: int, direction: Direction, schema: str | None, *, record: bool = True
+) -> Step:
+    """One version's SQL with its ``river_migration`` row (added up, removed down)."""
+    migration = _BY_VERSION[version]
+    if not record:
+        book = ""
+    elif direction == "up":
+        book = (
+            f"INSERT INTO /*schema*/river_migration (line, version) "
+            f"VALUES ('{FLOW_LINE}', {version});"
+        )
+    else:
+        book = (
+            f"DELETE FROM /*schema*/river_migration "
+            f"WHERE line = '{FLOW_LINE}' AND version = {version};"
+        )
+    ddl = migration.up if direction == "up" else migration.down
+    header = f"-- rivertrio {FLOW_LINE} migration {version:03d} [{direction}]: {migration.name}"
+    sql = "\n".join(part for part in (header, ddl.strip(), book) if part) + "\n"
+    return Step(version, migration.name, direction, qualify(sql, schema))
+
+
+def check_flow_target(direction: str, target_version: int | None) -> None:
+    """Reject a target version the line does not have.
+
+    Raises:
+        ConfigError: Not an int, or out of range; the message gives the range.
+    """
+    if target_version is None:
+        return
+    if isinstance(target_version, bool) or not isinstance(target_version, int):
+        raise ConfigError(f"target_version must be an int, not {target_version!r}")
+    low = 1 if direction == "up" else 0
+    if not low <= target_version <= FLOW_LATEST_VERSION:
+        raise ConfigError(
+            f"target_version {target_version} is not a version of the {FLOW_LINE} line: "
+            f"{direction} accepts {low} to {FLOW_LATEST_VERSION}"
+        )
+
+
+def plan_flow(
+    applied: Sequence[int], direction: Direction, target_version: int | None
+) -> list[int]:
+    """The versions to run, in order, by the same rules as ``main`` (see `plan`).
+
+    Raises:
+        ConfigError: The target is out of range.
+        MigrationError: A down target is not applied.
+    """
+    check_flow_target(direction, target_version)
+    done = set(applied)
+    if direction == "up":
+        pending = [v for v in sorted(_BY_VERSION) if v not in done]
+        if target_version is None:
+            return pending
+        if target_version in done:
+            return []
+        return [v for v in pending if v <= target_version]
+    existing = sorted(done & set(_BY_VERSION), reverse=True)
+    if target_version is None:
+        return existing[:1]
+    if target_version == 0:
+        return existing
+    if target_version not in done:
+        raise MigrationError(
+            f"cannot migrate the {FLOW_LINE} line down to version {target_version}: "
+            "it is not applied"
+        )
+    return [v for v in existing if v > target_version]
+
+
+async def read_flow_state(conn: asyncpg.Connection, schema: str | None) -> FlowState:
+    """Read the line's applied versions (none while ``main`` is below version 5).
+
+    Raises:
+        MigrationError: As `read_state` of the ``main`` line.
+    """
+    main = await read_main_state(conn, schema)
+    main_version = max(main.applied, default=0)
+    if not main.has_line_column:
+        return FlowState(main.schema, main_version, ())
+    prefix = "" if schema is None else quote_ident(schema) + "."
+    rows = await conn.fetch(
+        f"SELECT version FROM {prefix}river_migration WHERE line = $1 ORDER BY version",
+        FLOW_LINE,
+    )
+    return FlowState(main.schema, main_version, tuple(int(r["version"]) for r in rows))
+
+
+async def run_flow_migrations(
+    conn: asyncpg.Connection,
+    schema: str | None,
+    direction: Direction,
+    target_version: int | None,
+    *,
+    dry_run: bool = False,
+    main_version: int | None = None,
+) -> tuple[FlowState, list[Step]]:
+    """Read the state, plan and run the plan (unless `dry_run`), under the migrators' lock.
+
+    `main_version` stands for the ``main`` version the schema will have when
+    this runs (a dry run of both lines); None reads it.
+
+    Raises:
+        MigrationError: An up while ``main`` is below version 5, or see `plan_flow`.
+        DatabaseError: A version failed; it was rolled back (the message names it).
+    """
+    if dry_run:
+        state = await read_flow_state(conn, schema)
+        if main_version is not None:
+            state = FlowState(state.schema, main_version, state.applied)
+        return state, _steps(state, direction, target_version, schema)
+    lock_args = (_LOCK_CLASS, schema)
+    await conn.execute(
+        "SELECT pg_advisory_lock($1, hashtext(coalesce($2::text, current_schema())))", *lock_args
+    )
+    try:
+        state = await read_flow_state(conn, schema)
+        steps = _steps(state, direction, target_version, schema)
+        if steps:
+            try:
+                await conn.execute(script(steps))
+            except asyncpg.PostgresError as exc:
+                if conn.is_in_transaction():
+                    await conn.execute("ROLLBACK")
+                done = set((await read_flow_state(conn, schema)).applied)
+                failed = next(
+                    (s for s in steps if (s.version in done) == (s.direction == "down")), steps[0]
+                )
+                raise DatabaseError(
+                    f"{FLOW_LINE} migration {failed.version:03d} [{failed.direction}] "
+                    f"({failed.name}) failed and was rolled back: {exc.sqlstate}: {exc}",
+                    sqlstate=exc.sqlstate,
+                ) from exc
+        return state, steps
+    finally:
+        # As in run_migrations: best effort, the pool's reset unlocks anyway.
+        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            if conn.is_in_transaction():
+                await conn.execute("ROLLBACK")
+            await conn.execute(
+                "SELECT pg_advisory_unlock($1, hashtext(coalesce($2::text, current_schema())))",
+                *lock_args,
+            )
+
+
+def _steps(
+    state: FlowState, direction: Direction, target_version: int | None, schema: str | None
+) -> list[Step]:
+    versions = plan_flow(state.applied, direction, target_version)
+    if versions and direction == "up" and state.main_version < LINE_COLUMN_VERSION:
+        raise MigrationError(
+            f"the {FLOW_LINE} line needs River's main line at version {LINE_COLUMN_VERSION} or "
+            f"later (schema {state.schema!r} is at {state.main_version}): migrate main first"
+        )
+    return [render_flow_step(v, direction, schema) for v in versions]
+
+
+async def run_lines(
+    conn: asyncpg.Connection,
+    schema: str | None,
+    direction: Direction,
+    target_version: int | None,
+    *,
+    dry_run: bool = False,
+) -> tuple[SchemaState, list[Step], FlowState | None, list[Step]]:
+    """Migrate ``main`` and, with it, this line: what ``rivertrio migrate`` does by default.
+
+    Up runs ``main`` (through `target_version`), then, when ``main`` went all
+    the way up (no target), every pending version of this line. Down runs
+    ``main``'s plan; when that plan reaches version 5 or below, this line is
+    removed first, since its rows and objects need what those versions give.
+
+    Returns:
+        ``main``'s state before and its steps, then this line's (None: not
+        considered) state before and its steps.
+    """
+    if direction == "up":
+        main_state, main_steps = await run_migrations(
+            conn, schema, "up", target_version, dry_run=dry_run
+        )
+        if target_version is not None:
+            return main_state, main_steps, None, []
+        after = max({*main_state.applied, *(s.version for s in main_steps)}, default=0)
+        flow_up = await run_flow_migrations(
+            conn, schema, "up", None, dry_run=dry_run, main_version=after if dry_run else None
+        )
+        return main_state, main_steps, flow_up[0], flow_up[1]
+    current = await read_main_state(conn, schema)
+    versions = plan(current.applied, "down", target_version)
+    flow_state: FlowState | None = None
+    flow_steps: list[Step] = []
+    if versions and min(versions) <= LINE_COLUMN_VERSION:
+        flow_state, flow_steps = await run_flow_migrations(conn, schema, "down", 0, dry_run=dry_run)
+    main_state, main_steps = await run_migrations(
+        conn, schema, "down", target_version, dry_run=dry_run
+    )
+    return main_state, main_steps, flow_state, flow_steps

@@ -1,0 +1,390 @@
+"""Global and partitioned concurrency limits, fair turns between partitions, held jobs.
+
+The limits are checked against the independent log the workers write
+(support.flow), and the flow fetch's locking is checked head on: a second
+fetch of the queue waits for the first to commit, then sees what it started.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import trio
+
+import rivertrio
+from rivertrio import FlowControl, FlowKey, InsertOpts
+from rivertrio._driver import Driver, qualify
+from rivertrio._driver._flow import _lock_sql, flow_fetch_jobs
+from rivertrio._driver._producer import fetch_jobs
+from rivertrio._flow import fetch_rules
+from rivertrio._job import JobRow
+from support.flow import FLOW_LOG_DDL, counting_events, log_event, max_overlap, read_runs
+
+COMPLETED = [rivertrio.EventKind.JOB_COMPLETED]
+
+QUEUE = "exports"
+
+
+@dataclass
+class Export(rivertrio.JobArgs, kind="flow_export"):
+    customer: int | str | None = None
+    n: int = 0
+    fail: bool = False
+
+
+def _workers(driver: Driver, *, hold: float = 0.005) -> rivertrio.Workers:
+    workers = rivertrio.Workers()
+
+    @workers.register(Export)
+    async def export(job: rivertrio.Job[Export]) -> None:
+        await log_event(driver, job, "start")
+        await trio.sleep(hold)  # the work itself
+        await log_event(driver, job, "end")
+        if job.args.fail:
+            raise RuntimeError("failed on purpose")
+
+    return workers
+
+
+def _config(schema: str, rules: FlowControl, **fields: Any) -> rivertrio.Config:
+    # A short poll: every client keeps trying, so their fetches contend for the
+    # queue (a client is woken by its own jobs' ends, not by others').
+    fields.setdefault("fetch_poll_interval", 0.02)
+    return rivertrio.Config(schema=schema, flow={QUEUE: rules}, **fields)
+
+
+@asynccontextmanager
+async def _clients(
+    database_url: str, configs: Sequence[rivertrio.Config]
+) -> AsyncIterator[list[rivertrio.Client]]:
+    async with AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(rivertrio.open_client(c, database_url=database_url))
+            for c in configs
+        ]
+
+
+async def _insert(client: rivertrio.Client, jobs: Sequence[Export]) -> list[JobRow]:
+    results = await client.insert_many([(j, InsertOpts(queue=QUEUE)) for j in jobs])
+    return [r.job for r in results]
+
+
+# --- held jobs -------------------------------------------------------------------
+
+
+async def test_jobs_of_a_flow_queue_are_inserted_held_with_their_keys(
+    database_url: str, driver: Driver, migrated_schema: str
+) -> None:
+    rules = FlowControl(
+        concurrency=3,
+        partition_by=FlowKey(args=["customer"], kind=True),
+        sequence_by=FlowKey(metadata=["order"]),
+    )
+    async with rivertrio.open_client(
+        _config(migrated_schema, rules), database_url=database_url
+    ) as client:
+        [held] = await _insert(client, [Export(customer='ü "7"')])
+        [plain] = [
+            r.job for r in await client.insert_many([(Export(customer=1), InsertOpts(queue="x"))])
+        ]
+        with_key = (
+            await client.insert(Export(customer=2), InsertOpts(queue=QUEUE, metadata={"order": 12}))
+        ).job
+    assert held.state is rivertrio.JobState.PENDING
+    assert held.metadata == {
+        "rivertrio:part": '["ü \\"7\\"", "flow_export"]',
+        "rivertrio:seq": "[null]",
+        "rivertrio:flow": "s:[null]",
+    }
+    assert with_key.metadata["rivertrio:seq"] == "[12]"
+    assert plain.state is rivertrio.JobState.AVAILABLE
+    assert "rivertrio:flow" not in plain.metadata
+    # River's fetch (and rivertrio's plain one, the same SQL) never sees a held job.
+    assert await driver.run(fetch_jobs, migrated_schema, QUEUE, 100, "river_go_client") == []
+
+
+async def test_the_sql_key_is_the_inserted_key(
+    database_url: str, driver: Driver, migrated_schema: str
+) -> None:
+    # Jobs inserted without the rules are keyed by SQL when adopted: the same text.
+    key = FlowKey(args=["customer", "n"], metadata=["tenant"], kind=True)
+    values: list[Any] = [
+        0,
+        -17,
+        2**70,
+        "plain",
+        "",
+        'quote " and \\ backslash',
+        "tab\tnew\nline\x01",
+        "é 東京 🙂",
+        True,
+        False,
+        None,
+    ]
+    async with rivertrio.open_client(
+        rivertrio.Config(schema=migrated_schema), database_url=database_url
+    ) as client:
+        for value in values:
+            job = (
+                await client.insert(
+                    Export(customer=value, n=3), InsertOpts(metadata={"tenant": value})
+                )
+            ).job
+            expected = key.value(job.kind, json.loads(job.encoded_args), job.metadata)
+            got = await driver.fetchval(
+                f"SELECT {key.sql('j')} FROM /*schema*/river_job AS j WHERE id = $1", job.id
+            )
+            assert got == expected, value
+
+
+async def test_rivers_fetch_never_takes_a_held_job_and_failures_stay_held(
+    database_url: str, driver: Driver, migrated_schema: str
+) -> None:
+    await driver.execute(FLOW_LOG_DDL)
+    rules = FlowControl(concurrency=5)
+    config = _config(
+        migrated_schema,
+        rules,
+        workers=_workers(driver),
+        queues={QUEUE: rivertrio.QueueConfig(max_workers=5)},
+        retry_policy=lambda job: 3600.0,
+    )
+    async with (
+        rivertrio.open_client(config, database_url=database_url) as client,
+        counting_events([client], [rivertrio.EventKind.JOB_FAILED], 4) as failed,
+    ):
+        jobs = await _insert(client, [Export(n=i, fail=True) for i in range(4)])
+        with trio.fail_after(30):
+            await failed.wait()
+    rows = await driver.fetch(
+        "SELECT state::text, scheduled_at > now() AS later FROM /*schema*/river_job"
+    )
+    # Failed with retries left: held again (a River fetch cannot take them), for later.
+    assert [(r["state"], r["later"]) for r in rows] == [("pending", True)] * len(jobs)
+    assert await driver.run(fetch_jobs, migrated_schema, QUEUE, 100, "river_go_client") == []
+
+
+# --- global and partitioned limits, across clients -------------------------------
+
+
+async def test_a_global_limit_holds_across_clients(
+    database_url: str, driver: Driver, migrated_schema: str
+) -> None:
+    await driver.execute(FLOW_LOG_DDL)
+    # Each client runs one job at a time: three must take part at once to
+    # reach the limit, and all four would run four.
+    rules = FlowControl(concurrency=3)
+    base = _config(
+        migrated_schema,
+        rules,
+        workers=_workers(driver, hold=0.01),
+        queues={QUEUE: rivertrio.QueueConfig(max_workers=1)},
+    )
+    configs = [dataclasses.replace(base, id=f"limit-client-{i}") for i in range(4)]
+    async with (
+        _clients(database_url, configs) as clients,
+        counting_events(clients, COMPLETED, 40) as done,
+    ):
+        await _insert(clients[0], [Export(n=i) for i in range(40)])
+        with trio.fail_after(30):
+            await done.wait()
+    runs = await read_runs(driver)
+    assert len(runs) == 40
+    assert max_overlap(runs) == {None: 3}
+    by_client = Counter(
+        r["attempted_by"][-1]
+        for r in await driver.fetch("SELECT attempted_by FROM /*schema*/river_job")
+    )
+    assert len(by_client) >= 3  # one slot each: three at once at least
+
+
+async def test_a_partition_limit_holds_across_clients(
+    database_url: str, driver: Driver, migrated_schema: str
+) -> None:
+    await driver.execute(FLOW_LOG_DDL)
+    rules = FlowControl(partition_by=FlowKey(args=["customer"]), partition_concurrency=1)
+    base = _config(
+        migrated_schema,
+        rules,
+        workers=_workers(driver),
+        queues={QUEUE: rivertrio.QueueConfig(max_workers=5)},
+    )
+    configs = [dataclasses.replace(base, id=f"part-client-{i}") for i in range(3)]
+    async with (
+        _clients(database_url, configs) as clients,
+        counting_events(clients, COMPLETED, 48) as done,
+    ):
+        jobs = await _insert(clients[0], [Export(customer=i % 4, n=i) for i in range(48)])
+        with trio.fail_after(30):
+            await done.wait()
+    customer = {j.id: json.loads(j.encoded_args)["customer"] for j in jobs}
+    runs = await read_runs(driver)
+    overlap = max_overlap(runs, key=lambda run: customer[run.job_id])
+    assert overlap == {0: 1, 1: 1, 2: 1, 3: 1}
+    assert max(max_overlap(runs).values()) > 1  # the customers did run side by side
+
+
+async def test_a_second_fetch_waits_for_the_first_and_counts_what_it_started(
+    database_url: str, driver: Driver, migrated_schema: str
+) -> None:
+    # What makes the limit global: flow fetches of a queue take turns on a lock
+    # held to their commit. Without it, the second fetch would count none of the
+    # first one's (uncommitted) jobs as running and start 3 more.
+    rules = FlowControl(concurrency=3)
+    fetch = fetch_rules(rules)
+    async with rivertrio.open_client(
+        _config(migrated_schema, rules), database_url=database_url
+    ) as client:
+        await _insert(client, [Export(n=i) for i in range(10)])
+
+    async def first_fetch(conn: Any) -> list[Any]:
+        await conn.execute(_lock_sql(migrated_schema, QUEUE))
+        rows = await conn.fetch(
+            qualify(fetch.sql, migrated_schema), QUEUE, 10, "first", None, [], []
+        )
+        return [r for r in rows if r["id"] is not None]
+
+    second: list[Any] = []
+
+    async def second_fetch() -> None:
+        done = await driver.run(flow_fetch_jobs, migrated_schema, QUEUE, 10, "second", fetch, None)
+        second.extend(done.rows)
+
+    async with trio.open_nursery() as nursery, driver.transaction() as tx:
+        first = await tx.run(first_fetch)
+        assert len(first) == 3
+        nursery.start_soon(second_fetch)
+        # The second fetch is waiting on the queue's flow lock...
+        with trio.fail_after(10):
+            while not await driver.fetchval(  # noqa: ASYNC110 - server state, no event
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ):
+                await trio.sleep(0.01)
+        assert second == []
+        # ...and once the first commits, it sees its 3 running jobs: no room.
+    assert second == []
+    running = await driver.fetchval(
+        "SELECT count(*) FROM /*schema*/river_job WHERE state = 'running'"
+    )
+    assert running == 3
+
+
+# --- fair turns between partitions -------------------------------------------------
+
+
+async def _fetch_ids(
+    driver: Driver, schema: str, rules: FlowControl, limit: int, cursor: str | None
+) -> tuple[list[int], str | None]:
+    done = await driver.run(
+        flow_fetch_jobs, schema, QUEUE, limit, "fair", fetch_rules(rules), cursor
+    )
+    return [r["id"] for r in done.rows], done.cursor
+
+
+async def test_a_busy_partition_does_not_keep_the_others_waiting(
+    database_url: str, driver: Driver, migrated_schema: str
+) -> None:
+    # One customer's 50 jobs come first in line; ten others have one each. With
+    # one running per customer, and 3 partitions considered per fetch, every
+    # customer has a job running after 4 fetches (10 + 1 partitions, 3 at a time),
+    # whatever the line's order.
+    rules = FlowControl(
+        partition_by=FlowKey(args=["customer"]), partition_concurrency=1, max_partitions=3
+    )
+    async with rivertrio.open_client(
+        _config(migrated_schema, rules), database_url=database_url
+    ) as client:
+        hot = await _insert(client, [Export(customer="hot", n=i) for i in range(50)])
+        cold = await _insert(client, [Export(customer=f"c{i:02}") for i in range(10)])
+    started: list[int] = []
+    cursor = None
+    for _ in range(4):
+        ids, cursor = await _fetch_ids(driver, migrated_schema, rules, 100, cursor)
+        assert len(ids) <= 3
+        started += ids
+    assert {j.id for j in cold} <= set(started)
+    assert len(set(started) & {j.id for j in hot}) == 1
+    # Everyone has a job running: nothing more may start.
+    assert (await _fetch_ids(driver, migrated_schema, rules, 100, cursor))[0] == []
+
+
+async def test_free_slots_are_shared_out_between_partitions(
+    database_url: str, driver: Driver, migrated_schema: str
+) -> None:
+    # Only a queue-wide limit, but partitions: 4 slots go one to each of 4
+    # customers before any customer gets a second, though one came first in line.
+    rules = FlowControl(concurrency=4, partition_by=FlowKey(args=["customer"]))
+    async with rivertrio.open_client(
+        _config(migrated_schema, rules), database_url=database_url
+    ) as client:
+        jobs = await _insert(client, [Export(customer=0, n=i) for i in range(20)])
+        jobs += await _insert(client, [Export(customer=c) for c in (1, 2, 3, 4) for _ in range(3)])
+    customer = {j.id: json.loads(j.encoded_args)["customer"] for j in jobs}
+    ids, _ = await _fetch_ids(driver, migrated_schema, rules, 100, None)
+    assert sorted(customer[i] for i in ids) == [0, 1, 2, 3]
+    # The next fetch finds the queue full.
+    assert (await _fetch_ids(driver, migrated_schema, rules, 100, None))[0] == []
+
+
+async def test_jobs_inserted_without_the_rules_are_adopted_into_their_partition(
+    database_url: str, driver: Driver, migrated_schema: str
+) -> None:
+    rules = FlowControl(partition_by=FlowKey(args=["customer"]), partition_concurrency=1)
+    async with rivertrio.open_client(
+        rivertrio.Config(schema=migrated_schema), database_url=database_url
+    ) as unaware:
+        [stray] = await _insert(unaware, [Export(customer=7)])
+    async with rivertrio.open_client(
+        _config(migrated_schema, rules), database_url=database_url
+    ) as aware:
+        [held] = await _insert(aware, [Export(customer=7)])
+    assert stray.state is rivertrio.JobState.AVAILABLE
+    # The first fetch adopts the stray job (held from now on), and starts the held one...
+    first = await driver.run(
+        flow_fetch_jobs, migrated_schema, QUEUE, 10, "c", fetch_rules(rules), None
+    )
+    assert ([r["id"] for r in first.rows], first.adopted) == ([held.id], 1)
+    adopted = await driver.fetchrow(
+        "SELECT state::text, metadata FROM /*schema*/river_job WHERE id = $1", stray.id
+    )
+    assert adopted is not None
+    assert adopted["state"] == "pending"
+    assert json.loads(adopted["metadata"])["rivertrio:part"] == held.metadata["rivertrio:part"]
+    # ...and the adopted job, of the same customer, waits for it.
+    again = await driver.run(
+        flow_fetch_jobs, migrated_schema, QUEUE, 10, "c", fetch_rules(rules), None
+    )
+    assert again.rows == []
+
+
+async def test_a_producer_need_not_count_its_own_finished_attempts(
+    database_url: str, driver: Driver, migrated_schema: str
+) -> None:
+    # A job whose work is over stays running until its outcome is written; the
+    # producer that ran it may start another in its place meanwhile, by naming
+    # that very attempt. Any other attempt (or another producer) still counts.
+    rules = FlowControl(concurrency=1)
+    fetch = fetch_rules(rules)
+    async with rivertrio.open_client(
+        _config(migrated_schema, rules), database_url=database_url
+    ) as client:
+        await _insert(client, [Export(n=i) for i in range(5)])
+    first = await driver.run(flow_fetch_jobs, migrated_schema, QUEUE, 10, "p", fetch, None)
+    [row] = first.rows
+    mine = [(row["id"], row["attempted_at"])]
+    other = [(row["id"], row["attempted_at"] - timedelta(microseconds=1))]
+    blocked = await driver.run(
+        flow_fetch_jobs, migrated_schema, QUEUE, 10, "p", fetch, None, None, other
+    )
+    assert blocked.rows == []
+    again = await driver.run(
+        flow_fetch_jobs, migrated_schema, QUEUE, 10, "p", fetch, None, None, mine
+    )
+    assert len(again.rows) == 1
