@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ from ._args import InsertOpts, InsertParams, JobArgs, encode_args, encode_metada
 from ._coalesce import Coalescer
 from ._driver import RELEASE_TIMEOUT, Queryable
 from ._driver._errors import map_error
+from ._driver._flow import held_in_text
 from ._driver._insert import (
     JobToInsert,
     available_queues,
@@ -28,8 +30,10 @@ from ._exceptions import (
     InvalidInputError,
     UnknownJobKindError,
 )
-from ._job import JobRow
-from ._unique import UniqueOpts, unique_key
+from ._flow import stamp
+from ._job import InsertResult, JobRow
+from ._middleware import Extensions, insert_args
+from ._unique import UniqueOpts, unique_fields, unique_key
 
 if TYPE_CHECKING:
     import asyncpg
@@ -37,20 +41,21 @@ if TYPE_CHECKING:
     from ._config import Config
     from ._driver import Driver
 
-__all__ = ["DEFAULT_PRIORITY", "DEFAULT_QUEUE", "InsertResult", "Inserter", "prepare_job"]
+__all__ = [
+    "DEFAULT_PRIORITY",
+    "DEFAULT_QUEUE",
+    "InsertResult",
+    "Inserter",
+    "prepare_job",
+    "prepare_many",
+]
 
 DEFAULT_QUEUE = "default"
 DEFAULT_PRIORITY = 1
 #: Most jobs one coalesced insert statement carries.
 COALESCE_MAX = 500
-
-
-@dataclass(frozen=True, slots=True)
-class InsertResult:
-    """What an insert returned: the row, and whether it was an existing unique duplicate."""
-
-    job: JobRow
-    unique_skipped_as_duplicate: bool
+#: Most coalesced insert statements of one client in flight at once (see `Coalescer`).
+COALESCE_IN_FLIGHT = 2
 
 
 def _dedupe(jobs: Sequence[JobToInsert]) -> tuple[list[JobToInsert], list[int]]:
@@ -101,6 +106,25 @@ def _results(
     return results
 
 
+# The options `_merged` resolves, in its order; then `pending`.
+_OPTION_FIELDS = operator.attrgetter(
+    "queue", "priority", "scheduled_at", "max_attempts", "tags", "metadata", "unique"
+)
+_NO_OPTIONS: tuple[Any, ...] = (None,) * 7 + (False,)
+
+
+def _merged(opts: InsertOpts | None, cls_opts: InsertOpts | None) -> tuple[Any, ...]:
+    """Each option from `opts`, else from `cls_opts` (None where neither sets it); then pending."""
+    if opts is None or cls_opts is None:
+        only = opts if cls_opts is None else cls_opts
+        return _NO_OPTIONS if only is None else (*_OPTION_FIELDS(only), only.pending)
+    merged = (
+        mine if mine is not None else theirs
+        for mine, theirs in zip(_OPTION_FIELDS(opts), _OPTION_FIELDS(cls_opts), strict=True)
+    )
+    return (*merged, opts.pending or cls_opts.pending)
+
+
 def _pick(*values: Any) -> Any:
     for value in values:
         if value is not None:
@@ -113,7 +137,7 @@ def prepare_job(args: object, opts: object, config: Config, now: datetime) -> Jo
 
     Each option comes from `opts`, else the args class's ``insert_opts``, else
     the config (``max_attempts``), else the default. `now` is the insert time
-    that a unique period is counted from.
+    that a unique period is counted from when the job has no ``scheduled_at``.
 
     Raises:
         InvalidInputError: Invalid args or options.
@@ -142,34 +166,80 @@ def prepare_job(args: object, opts: object, config: Config, now: datetime) -> Jo
             f"{type(args).__qualname__}.insert_opts must be a rivertrio.InsertOpts, "
             f"not {type(cls_opts).__name__}"
         )
-    layers = [o for o in (opts, cls_opts) if o is not None]
-
-    def field(name: str) -> Any:
-        return _pick(*(getattr(o, name) for o in layers))
-
-    queue: str = field("queue") or DEFAULT_QUEUE
-    scheduled_at: datetime | None = field("scheduled_at")
-    unique: UniqueOpts | None = field("unique")
-    tags: Sequence[str] = field("tags") or ()
-    metadata: Mapping[str, Any] = _pick(field("metadata"), {})
+    merged = _merged(opts, cls_opts)
+    queue: str = merged[0] or DEFAULT_QUEUE
+    scheduled_at: datetime | None = merged[2]
+    unique: UniqueOpts | None = merged[6]
+    tags: Sequence[str] = merged[4] or ()
+    metadata: Mapping[str, Any] = _pick(merged[5], {})
     key: bytes | None = None
     states: int | None = None
     if unique is not None and not unique.is_empty:
-        key = unique_key(unique, kind=kind, encoded_args=encoded, queue=queue, now=now)
+        key = unique_key(
+            unique,
+            kind=kind,
+            encoded_args=encoded,
+            queue=queue,
+            now=now,
+            scheduled_at=scheduled_at,
+            fields=unique_fields(type(args)),
+        )
         states = unique.states_bitmask
+    pending: bool = merged[7]
+    rules = config.flow.get(queue)
+    if rules is not None and not pending:
+        # A flow-controlled queue: held (pending, keys stamped) for the flow fetch.
+        metadata = stamp(rules, kind, encoded, metadata)
+        pending = True
     return JobToInsert(
         args=encoded,
         kind=kind,
-        max_attempts=_pick(field("max_attempts"), config.max_attempts),
-        metadata=encode_metadata(metadata),
-        priority=_pick(field("priority"), DEFAULT_PRIORITY),
+        max_attempts=_pick(merged[3], config.max_attempts),
+        metadata=encode_metadata(metadata) if metadata else "{}",
+        priority=_pick(merged[1], DEFAULT_PRIORITY),
         queue=queue,
         scheduled_at=None if scheduled_at is None else scheduled_at.astimezone(UTC),
-        pending=any(o.pending for o in layers),
+        pending=pending,
         tags=tuple(tags),
         unique_key=key,
         unique_states=states,
     )
+
+
+def prepare_many(params: object, what: str, config: Config) -> list[JobToInsert]:
+    """Check and resolve the jobs of an insert of many (`what`: the call, for messages).
+
+    Raises:
+        InvalidInputError: `params` is not a non-empty list, or an entry is
+            invalid (its index is named).
+        UnknownJobKindError: The config has workers and none works an entry's kind.
+    """
+    if isinstance(params, str | bytes | JobArgs) or not isinstance(params, Sequence):
+        raise InvalidInputError(
+            f"{what} takes a list of job args or (args, InsertOpts) pairs, "
+            f"not {type(params).__name__}"
+        )
+    if not params:
+        raise InvalidInputError(f"{what} needs at least one job; the list is empty")
+    now = datetime.now(UTC)
+    prepared: list[JobToInsert] = []
+    for i, item in enumerate(params):
+        if isinstance(item, tuple):
+            if len(item) != 2:
+                raise InvalidInputError(
+                    f"{what}: params[{i}] must be args or an (args, InsertOpts) pair, "
+                    f"not a tuple of {len(item)}"
+                )
+            args, opts = item
+        else:
+            args, opts = item, None
+        try:
+            prepared.append(prepare_job(args, opts, config, now))
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{what}: params[{i}]: {exc}") from exc
+        except UnknownJobKindError as exc:
+            raise UnknownJobKindError(f"{what}: params[{i}]: {exc}") from exc
+    return prepared
 
 
 class _Reservation:
@@ -208,6 +278,8 @@ class Inserter:
     ) -> None:
         self._driver = driver
         self._config = config
+        # Every insert passes its middleware and hooks (see Extensions.insert).
+        self._extensions = Extensions(config.middleware, config.hooks)
         self._on_available = on_available
         self._clock = clock
         self._last_notified: dict[str, float] = {}
@@ -215,9 +287,11 @@ class Inserter:
         window = config.insert_coalesce_window
         self._coalescer: Coalescer[JobToInsert, InsertResult] | None = (
             Coalescer(
+                self._insert_one,
                 self._send_batch,
                 window=window,
                 max_size=COALESCE_MAX,
+                max_in_flight=COALESCE_IN_FLIGHT,
                 # A sent statement is held up to RELEASE_TIMEOUT after a
                 # cancellation (see Driver.run_held); waiting as long for its
                 # answer lets a cancelled caller still learn it.
@@ -231,32 +305,7 @@ class Inserter:
     # --- validation and resolution (no I/O) ---
 
     def _prepare_many(self, params: object, what: str) -> list[JobToInsert]:
-        if isinstance(params, str | bytes | JobArgs) or not isinstance(params, Sequence):
-            raise InvalidInputError(
-                f"{what} takes a list of job args or (args, InsertOpts) pairs, "
-                f"not {type(params).__name__}"
-            )
-        if not params:
-            raise InvalidInputError(f"{what} needs at least one job; the list is empty")
-        now = datetime.now(UTC)
-        prepared: list[JobToInsert] = []
-        for i, item in enumerate(params):
-            if isinstance(item, tuple):
-                if len(item) != 2:
-                    raise InvalidInputError(
-                        f"{what}: params[{i}] must be args or an (args, InsertOpts) pair, "
-                        f"not a tuple of {len(item)}"
-                    )
-                args, opts = item
-            else:
-                args, opts = item, None
-            try:
-                prepared.append(prepare_job(args, opts, self._config, now))
-            except InvalidInputError as exc:
-                raise InvalidInputError(f"{what}: params[{i}]: {exc}") from exc
-            except UnknownJobKindError as exc:
-                raise UnknownJobKindError(f"{what}: params[{i}]: {exc}") from exc
-        return prepared
+        return prepare_many(params, what, self._config)
 
     # --- notifications: at most one per queue per fetch_cooldown ---
 
@@ -287,7 +336,7 @@ class Inserter:
         if self._config.poll_only:
             return reservation
         now = reservation.now
-        for queue in sorted({j.queue for j in jobs if not j.pending}):
+        for queue in sorted({j.queue for j in jobs if not j.pending or held_in_text(j.metadata)}):
             if self._may_notify(queue, now):
                 reservation.queues.append(queue)
                 reservation.payloads.append(_payload(queue))
@@ -338,12 +387,23 @@ class Inserter:
             DatabaseConnectionError: The database could not be reached.
         """
         job = prepare_job(args, opts, self._config, datetime.now(UTC))
+        if self._extensions.wraps_insert((args,)):
+
+            async def one(jobs: list[JobToInsert]) -> list[InsertResult]:
+                return [await self._insert_prepared(conn, jobs[0])]
+
+            return (await self._extensions.insert((args,), [job], one))[0]
+        return await self._insert_prepared(conn, job)
+
+    async def _insert_prepared(self, conn: Queryable, job: JobToInsert) -> InsertResult:
         if conn is not self._driver:
             return (await self._run_insert(conn, [job]))[0]
         if self._coalescer is not None:
             return await self._coalescer.submit(job)
-        await trio.lowlevel.checkpoint_if_cancelled()
-        return (await self._run_insert(conn, [job]))[0]
+        return await self._insert_one(job)
+
+    async def _insert_one(self, job: JobToInsert) -> InsertResult:
+        return (await self._run_insert(self._driver, [job]))[0]
 
     async def insert_many(
         self, conn: Queryable, params: Sequence[InsertParams]
@@ -359,8 +419,11 @@ class Inserter:
             UnknownJobKindError: Workers are configured and none works an entry's kind.
         """
         prepared = self._prepare_many(params, "insert_many")
-        if conn is self._driver:
-            await trio.lowlevel.checkpoint_if_cancelled()
+        args = insert_args(params)
+        if self._extensions.wraps_insert(args):
+            return await self._extensions.insert(
+                args, prepared, functools.partial(self._run_insert, conn)
+            )
         return await self._run_insert(conn, prepared)
 
     async def insert_many_fast(self, conn: Queryable, params: Sequence[InsertParams]) -> int:
@@ -376,6 +439,19 @@ class Inserter:
             DatabaseError: A unique conflict (sqlstate 23505) or another database error.
         """
         prepared = self._prepare_many(params, "insert_many_fast")
+        args = insert_args(params)
+        if self._extensions.wraps_insert(args):
+            counts: list[int] = []
+
+            async def copy(jobs: list[JobToInsert]) -> list[InsertResult]:
+                counts.append(await self._copy(conn, jobs))
+                return []
+
+            await self._extensions.insert(args, prepared, copy, returns_rows=False)
+            return sum(counts)
+        return await self._copy(conn, prepared)
+
+    async def _copy(self, conn: Queryable, prepared: list[JobToInsert]) -> int:
         now = self._clock()
         try:
             count, queues, committed = await conn.run(
@@ -414,7 +490,7 @@ class Inserter:
         sent, slot_of = _dedupe(jobs)
         try:
             records: list[asyncpg.Record | Exception] = list(
-                await self._send(self._driver, insert_jobs, sent)
+                await self._send(self._driver, insert_jobs, sent, shielded=True)
             )
         except DatabaseConnectionError:
             raise
@@ -424,7 +500,7 @@ class Inserter:
             where = self._driver.where
             records = [
                 outcome if not isinstance(outcome, Exception) else _mapped(outcome, where)
-                for outcome in await self._send(self._driver, insert_each, sent)
+                for outcome in await self._send(self._driver, insert_each, sent, shielded=True)
             ]
         return _results(records, slot_of)
 
@@ -433,8 +509,15 @@ class Inserter:
         conn: Queryable,
         fn: Callable[..., Coroutine[Any, Any, Sequence[asyncpg.Record | Exception]]],
         jobs: list[JobToInsert],
+        *,
+        shielded: bool = False,
     ) -> Sequence[asyncpg.Record | Exception]:
-        """Run an insert function with the notifications it may send; on the Driver, held."""
+        """Run an insert function with the notifications it may send.
+
+        On the Driver the statement is held (`Driver.run_held`): its caller learns
+        its outcome though cancelled; `shielded` (jobs of other callers too) holds
+        the whole crossing (`Driver.run_shielded`).
+        """
         reservation = self._reserve(jobs)
         args = (
             self._driver.configured_schema,
@@ -447,7 +530,9 @@ class Inserter:
         available: set[str] = set()
         outcomes: Sequence[asyncpg.Record | Exception]
         try:
-            if on_driver:
+            if shielded:
+                outcomes = await self._driver.run_shielded(fn, *args)
+            elif on_driver:
                 outcomes = await self._driver.run_held(fn, *args)
             else:
                 outcomes = await conn.run(fn, *args)
@@ -458,6 +543,7 @@ class Inserter:
         return outcomes
 
 
+@functools.lru_cache(maxsize=1024)
 def _payload(queue: str) -> str:
     return json.dumps({"queue": queue}, separators=(",", ":"))
 

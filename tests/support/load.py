@@ -89,7 +89,8 @@ def config() -> rivertrio.Config:
     queues = {q: rivertrio.QueueConfig(max_workers=max_workers) for q in queue_names()}
     return rivertrio.Config(
         schema=os.environ["LOAD_SCHEMA"],
-        id=os.environ["LOAD_CLIENT_ID"],
+        # "{pid}" in it makes the ids of processes that share one environment distinct.
+        id=os.environ["LOAD_CLIENT_ID"].replace("{pid}", str(os.getpid())),
         queues=queues,
         workers=workers,
     )

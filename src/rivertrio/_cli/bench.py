@@ -5,23 +5,29 @@ created and migrated if missing) and on a queue of its own (``bench``). Only tha
 queue's rows are deleted between runs; ``--reset`` empties the whole schema.
 
 - burn-down: N no-op jobs are inserted (COPY), then worked by P worker
-  processes with ``--workers`` slots each; the time from starting the clients
-  to the last outcome being persisted gives jobs/s.
+  processes with ``--workers`` slots each (run by a supervisor, as
+  ``rivertrio worker --processes`` runs them); the time from starting the
+  clients to the last outcome being persisted gives jobs/s.
 - ceiling (``--ceiling``): the same fetch and complete statements the client
   uses, run back to back on one connection with no per-job Python work, over
   the same N jobs: how fast the database itself goes.
 - latency (``--latency``): jobs inserted at a fixed rate by one client and
   worked by another (woken through LISTEN/NOTIFY, as across processes); reports
-  insert-to-start and insert-to-persisted-completion percentiles.
+  insert-to-start and insert-to-persisted-completion percentiles. The inserts
+  start on time whatever the ones before them are doing (open loop).
+- insert cost (``--insert``): N single ``client.insert()`` calls one after the
+  other, then N from ``--concurrency`` tasks at once; inserts/s, and this
+  process's CPU time per insert (`time.process_time`; exact with ``--json``,
+  where no progress display runs).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import resource
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -51,11 +57,14 @@ from .._driver import Driver, describe_url, open_driver, quote_ident
 from .._driver._completer import complete_jobs
 from .._driver._producer import fetch_jobs
 from .._events import EventKind
+from .._flow import FlowControl
 from .._migrate import migrate
+from .._supervisor import Supervisor, stop_requests
 from .._validate import queue_name_problem
 from .._worker import Workers
 from ..embedded import DATABASE_URL_ENV, resolve_database_url
 from ._common import CliError, database_url_option, run_trio, schema_option
+from ._tuning import tune_worker_process
 
 __all__ = ["BenchResult", "bench", "bench_child", "percentile"]
 
@@ -65,6 +74,8 @@ _INSERT_BATCH = 10_000
 _DONE_POLL = 0.01
 _PROGRESS_POLL = 0.5
 _LATENCY_WARMUP = 20
+_INSERT_WARMUP = 50
+_ADVANCE_EVERY = 100  # inserts between progress updates: a display update costs CPU too
 _CHILD_START_TIMEOUT = 60.0
 
 
@@ -161,7 +172,7 @@ async def _remaining(driver: Driver, queue: str) -> int:
     return int(
         await driver.fetchval(
             "SELECT count(*) FROM /*schema*/river_job "
-            "WHERE queue = $1 AND state IN ('available', 'running')",
+            "WHERE queue = $1 AND state IN ('available', 'running', 'pending')",
             queue,
         )
     )
@@ -171,18 +182,29 @@ async def _any_remaining(driver: Driver, queue: str) -> bool:
     return bool(
         await driver.fetchval(
             "SELECT EXISTS (SELECT 1 FROM /*schema*/river_job "
-            "WHERE state IN ('available', 'running') AND queue = $1)",
+            "WHERE state IN ('available', 'running', 'pending') AND queue = $1)",
             queue,
         )
     )
 
 
+def _flow(queue: str, flow_limit: int | None) -> dict[str, FlowControl]:
+    """``--flow-limit``: the queue's flow rules (held jobs, the flow fetch), or none."""
+    return {} if flow_limit is None else {queue: FlowControl(concurrency=flow_limit)}
+
+
 async def _insert_jobs(
-    url: str, schema: str, queue: str, n: int, advance: Callable[[int], None]
+    url: str,
+    schema: str,
+    queue: str,
+    n: int,
+    advance: Callable[[int], None],
+    flow_limit: int | None = None,
 ) -> BenchResult:
     opts = InsertOpts(queue=queue)
     started = time.monotonic()
-    async with open_client(Config(schema=schema), database_url=url) as client:
+    config = Config(schema=schema, flow=_flow(queue, flow_limit))
+    async with open_client(config, database_url=url) as client:
         done = 0
         while done < n:
             batch = min(_INSERT_BATCH, n - done)
@@ -253,9 +275,13 @@ class _Child:
 
 @asynccontextmanager
 async def _children(
-    url: str, schema: str, queue: str, workers: int, processes: int
-) -> AsyncIterator[list[_Child]]:
-    """Start worker processes and wait until each is ready (clients not started yet)."""
+    url: str, schema: str, queue: str, workers: int, processes: int, flow_limit: int | None
+) -> AsyncIterator[tuple[Supervisor, list[_Child]]]:
+    """Start worker processes and wait until each is ready (clients not started yet).
+
+    They run under a `Supervisor`, as ``rivertrio worker --processes`` runs its
+    processes; none is restarted (a bench child that dies fails the bench).
+    """
     command = [
         sys.executable,
         "-m",
@@ -267,18 +293,21 @@ async def _children(
         queue,
         "--workers",
         str(workers),
+        *(() if flow_limit is None else ("--flow-limit", str(flow_limit))),
     ]
-    children: list[_Child] = []
-    try:
-        for _ in range(processes):
-            # The URL travels in the environment: a password on a command line is
-            # visible to every user of the host.
-            process = await trio.lowlevel.open_process(
-                command,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                env={**os.environ, DATABASE_URL_ENV: url},
-            )
+    # The URL travels in the environment: a password on a command line is
+    # visible to every user of the host.
+    supervisor = Supervisor(
+        command,
+        processes=processes,
+        env={**os.environ, DATABASE_URL_ENV: url},
+        restart=False,
+        pipes=True,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(supervisor.run)
+        children = []
+        for process in supervisor.children:
             assert process.stdout is not None
             children.append(_Child(process, _Lines(process.stdout)))
         with trio.fail_after(_CHILD_START_TIMEOUT):
@@ -290,20 +319,8 @@ async def _children(
                 if line != "ready":
                     code = await child.process.wait()
                     raise CliError(f"a bench worker process failed to start (exit status {code})")
-        yield children
-    finally:
-        for child in children:
-            if child.process.returncode is None:
-                child.process.kill()
-        with trio.move_on_after(5, shield=True):
-            for child in children:
-                await child.process.wait()
-
-
-async def _tell(children: list[_Child], word: str) -> None:
-    for child in children:
-        assert child.process.stdin is not None
-        await child.process.stdin.send_all(word.encode() + b"\n")
+        yield supervisor, children
+        nursery.cancel_scope.cancel()
 
 
 async def _burndown(
@@ -314,13 +331,16 @@ async def _burndown(
     workers: int,
     processes: int,
     advance: Callable[[int], None],
+    flow_limit: int | None = None,
 ) -> BenchResult:
     async with (
         open_driver(url, schema=schema, max_size=1) as watcher,
-        _children(url, schema, queue, workers, processes) as children,
+        _children(url, schema, queue, workers, processes, flow_limit) as (supervisor, children),
     ):
         started = time.monotonic()
-        await _tell(children, "go")
+        for child in children:
+            assert child.process.stdin is not None
+            await child.process.stdin.send_all(b"go\n")
         next_count = started + _PROGRESS_POLL
         last_remaining = n
         while await _any_remaining(watcher, queue):
@@ -332,28 +352,65 @@ async def _burndown(
             await trio.sleep(_DONE_POLL)
         seconds = time.monotonic() - started
         advance(last_remaining)
-        await _tell(children, "stop")
+        supervisor.stop()  # a soft stop: each child reports, then exits
         rss = 0.0
         for child in children:
             report = json.loads(await child.lines.readline())
             rss = max(rss, float(report["peak_rss_mb"]))
             if await child.process.wait() != 0:
                 raise CliError(f"a bench worker process exited with {child.process.returncode}")
-    return BenchResult("burndown", n, seconds, rss, {"workers": workers, "processes": processes})
+    extra: dict[str, Any] = {"workers": workers, "processes": processes}
+    if flow_limit is not None:
+        extra["flow_limit"] = flow_limit
+    mode = "burndown" if flow_limit is None else "burndown_flow"
+    return BenchResult(mode, n, seconds, rss, extra)
 
 
-async def _child_main(url: str, schema: str, queue: str, workers: int) -> None:
+#: Set (to "1") by ``bench --otel`` for its worker processes.
+_OTEL_ENV = "RIVERTRIO_BENCH_OTEL"
+
+
+def _bench_middleware() -> list[Any]:
+    """With ``--otel``: the OpenTelemetry middleware on the SDK, spans batched to an
+    exporter that drops them and metrics aggregated in memory: all the cost but the wire."""
+    if os.environ.get(_OTEL_ENV) != "1":
+        return []
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    from ..otel import OpenTelemetryMiddleware
+
+    class Drop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(Drop()))
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    return [OpenTelemetryMiddleware(tracer_provider=tracer_provider, meter_provider=meter_provider)]
+
+
+async def _child_main(
+    url: str, schema: str, queue: str, workers: int, flow_limit: int | None
+) -> None:
     config = Config(
         schema=schema,
         queues={queue: QueueConfig(max_workers=workers)},
         workers=_noop_workers(),
+        middleware=_bench_middleware(),
+        flow=_flow(queue, flow_limit),
     )
+    # As `rivertrio worker` sets its process up.
+    tune_worker_process()
     sys.stdout.write("ready\n")
     sys.stdout.flush()
-    if (await trio.to_thread.run_sync(sys.stdin.readline)).strip() != "go":
-        return
-    async with open_client(config, database_url=url):
-        await trio.to_thread.run_sync(sys.stdin.readline)  # "stop", or EOF
+    async with stop_requests() as requests:
+        if (await trio.to_thread.run_sync(sys.stdin.readline)).strip() != "go":
+            return
+        async with open_client(config, database_url=url):
+            await requests.receive()  # a soft stop on leaving the block
     sys.stdout.write(json.dumps({"peak_rss_mb": peak_rss_mb()}) + "\n")
     sys.stdout.flush()
 
@@ -363,9 +420,12 @@ async def _child_main(url: str, schema: str, queue: str, workers: int) -> None:
 @click.option("--schema", required=True)
 @click.option("--queue", required=True)
 @click.option("--workers", type=int, required=True)
-def bench_child(database_url: str, schema: str, queue: str, workers: int) -> None:
-    """A burn-down worker process driven by `rivertrio bench` over stdin/stdout."""
-    run_trio(_child_main, database_url, schema, queue, workers)
+@click.option("--flow-limit", type=int, default=None)
+def bench_child(
+    database_url: str, schema: str, queue: str, workers: int, flow_limit: int | None
+) -> None:
+    """A burn-down worker process: "ready", then works from "go" on stdin until SIGTERM."""
+    run_trio(_child_main, database_url, schema, queue, workers, flow_limit)
 
 
 # --- latency ----------------------------------------------------------------
@@ -422,13 +482,21 @@ async def _latency(
         nursery.start_soon(collect)
         for _ in range(_LATENCY_WARMUP):
             await inserter.insert(LatencyArgs(t=time.monotonic()), opts)
-        started = time.monotonic()
-        t0 = trio.current_time()
-        for i in range(total):
-            await trio.sleep_until(t0 + i / rate)
+
+        async def send() -> None:
             result = await inserter.insert(LatencyArgs(t=time.monotonic()), opts)
             measured.add(result.job.id)
             advance(1)
+
+        started = time.monotonic()
+        t0 = trio.current_time()
+        # Open loop: each insert starts on time, whether or not the ones before
+        # it have returned (one after the other, the rate could never exceed one
+        # per insert round trip). Concurrent inserts share statements.
+        async with trio.open_nursery() as senders:
+            for i in range(total):
+                await trio.sleep_until(t0 + i / rate)
+                senders.start_soon(send)
         seconds = time.monotonic() - started
         with trio.move_on_after(max(30.0, duration)):
             await all_done.wait()
@@ -446,6 +514,56 @@ async def _latency(
             extra[f"{name}_p{q}_ms"] = round(percentile(values, q), 3)
         extra[f"{name}_max_ms"] = round(max(values, default=math.nan), 3)
     return BenchResult("latency", total, seconds, peak_rss_mb(), extra)
+
+
+# --- insert cost ------------------------------------------------------------
+
+
+async def _insert_cost(
+    url: str,
+    schema: str,
+    queue: str,
+    n: int,
+    concurrency: int,
+    window: float | None,
+    advance: Callable[[int], None],
+) -> list[BenchResult]:
+    """`n` single inserts one after the other, then `n` from `concurrency` tasks at once.
+
+    Each result gives inserts/s, and the microseconds of this process's CPU
+    (`time.process_time`: user and system) and of wall time per insert.
+    """
+    config = Config(schema=schema)
+    if window is not None:
+        config = dataclasses.replace(config, insert_coalesce_window=window)
+    opts = InsertOpts(queue=queue)
+    results: list[BenchResult] = []
+    async with open_client(config, database_url=url) as client:
+        for _ in range(_INSERT_WARMUP):
+            await client.insert(NoopArgs(), opts)
+
+        async def inserts(count: int) -> None:
+            for i in range(count):
+                await client.insert(NoopArgs(), opts)
+                if i % _ADVANCE_EVERY == _ADVANCE_EVERY - 1:
+                    advance(_ADVANCE_EVERY)
+            advance(count % _ADVANCE_EVERY)
+
+        for tasks in (1, concurrency):
+            shares = [n // tasks + (1 if k < n % tasks else 0) for k in range(tasks)]
+            wall, cpu = time.perf_counter(), time.process_time()
+            async with trio.open_nursery() as nursery:
+                for share in shares:
+                    nursery.start_soon(inserts, share)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            extra = {
+                "concurrency": tasks,
+                "coalesce_window": config.insert_coalesce_window,
+                "cpu_us_per_insert": round(cpu / n * 1e6, 1),
+                "wall_us_per_insert": round(wall / n * 1e6, 1),
+            }
+            results.append(BenchResult("insert", n, wall, peak_rss_mb(), extra))
+    return results
 
 
 # --- the command ------------------------------------------------------------
@@ -488,6 +606,10 @@ async def run_bench(
     reset: bool,
     emit: Callable[[BenchResult], None],
     progress: Progress | None,
+    insert: bool = False,
+    concurrency: int = 20,
+    coalesce_window: float | None = None,
+    flow_limit: int | None = None,
 ) -> list[BenchResult]:
     """Run the benchmark's phases in order, calling `emit` with each result. A checkpoint."""
     url = await resolve_database_url(database_url)
@@ -498,15 +620,26 @@ async def run_bench(
         results.append(result)
         emit(result)
 
-    async def fill_queue(driver: Driver, description: str) -> BenchResult:
+    async def fill_queue(
+        driver: Driver, description: str, flow_limit: int | None = None
+    ) -> BenchResult:
         """Empty the queue, insert `num_jobs` no-op jobs and refresh the statistics."""
         await _clear_queue(driver, queue)
         with _phase(progress, description, num_jobs) as advance:
-            inserted = await _insert_jobs(url, schema, queue, num_jobs, advance)
+            inserted = await _insert_jobs(url, schema, queue, num_jobs, advance, flow_limit)
         await _analyze(driver)
         return inserted
 
     async with open_driver(url, schema=schema, max_size=1) as driver:
+        if insert:
+            await _clear_queue(driver, queue)
+            with _phase(progress, "insert", 2 * num_jobs) as advance:
+                for result in await _insert_cost(
+                    url, schema, queue, num_jobs, concurrency, coalesce_window, advance
+                ):
+                    report(result)
+            await _clear_queue(driver, queue)
+            return results
         if ceiling:
             await fill_queue(driver, "insert (ceiling)")
             with _phase(progress, "ceiling", num_jobs) as advance:
@@ -521,6 +654,17 @@ async def run_bench(
                     result.jobs_per_s / ceilings[0].jobs_per_s, 3
                 )
             report(result)
+            if flow_limit is not None:
+                # The same burn-down with the queue under flow control (held jobs,
+                # the flow fetch): its cost, from the same run.
+                plain = result
+                report(await fill_queue(driver, "insert (flow)", flow_limit))
+                with _phase(progress, "burn-down (flow)", num_jobs) as advance:
+                    result = await _burndown(
+                        url, schema, queue, num_jobs, workers, processes, advance, flow_limit
+                    )
+                result.extra["ratio_to_plain"] = round(result.jobs_per_s / plain.jobs_per_s, 3)
+                report(result)
         else:
             await _clear_queue(driver, queue)
             total = max(1, round(rate * duration))
@@ -596,6 +740,25 @@ def _latency_table(result: BenchResult) -> Table:
 @click.option("--ceiling", is_flag=True, help="Also measure the database's own ceiling.")
 @click.option("--latency", is_flag=True, help="Measure latency instead of burn-down throughput.")
 @click.option(
+    "--insert",
+    is_flag=True,
+    help="Measure the cost of single inserts instead: --num-jobs in a row, then as many "
+    "from --concurrency tasks.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 10_000),
+    default=20,
+    show_default=True,
+    help="Insert: how many tasks insert at once.",
+)
+@click.option(
+    "--coalesce-window",
+    type=click.FloatRange(min=0, max=1),
+    default=None,
+    help="Insert: the client's insert_coalesce_window in seconds (default: the Config's).",
+)
+@click.option(
     "--rate",
     type=click.FloatRange(min=0.1, max=100_000),
     default=200.0,
@@ -616,9 +779,22 @@ def _latency_table(result: BenchResult) -> Table:
     show_default=True,
     help="Latency: the clients' fetch_cooldown (it also spaces insert notifications).",
 )
+@click.option(
+    "--otel",
+    is_flag=True,
+    help="Burn-down: the workers run the OpenTelemetry middleware (needs opentelemetry-sdk).",
+)
+@click.option(
+    "--flow-limit",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Burn-down: run it again with the queue under flow control, at most N jobs "
+    "running across every process (--workers x --processes lets all run), and compare.",
+)
 @click.option("--reset", is_flag=True, help="Empty the benchmark schema (every queue) first.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per result.")
-def bench(database_url: str | None, as_json: bool, **options: Any) -> None:
+def bench(database_url: str | None, as_json: bool, otel: bool, **options: Any) -> None:
     """Benchmark throughput (burn-down) or latency against any Postgres.
 
     Burn-down (the default): --num-jobs no-op jobs are inserted, then worked by
@@ -627,15 +803,23 @@ def bench(database_url: str | None, as_json: bool, **options: Any) -> None:
     to back on one connection with no per-job Python work: the database's own
     ceiling, to compare with. --latency inserts --rate jobs/s for --duration
     seconds from one client into another, idle one, and reports p50/p95/p99
-    insert-to-start and insert-to-completion (persisted) times.
+    insert-to-start and insert-to-completion (persisted) times. --insert
+    times --num-jobs single inserts in a row, then as many from --concurrency
+    tasks: inserts/s and client CPU microseconds per insert (with --json, no
+    progress display adds to the CPU).
 
     Uses its own schema (rivertrio_bench) and queue (bench); deletes nothing
     else unless --reset.
     """
+    if otel:
+        # Read by the worker processes, which inherit the environment.
+        os.environ[_OTEL_ENV] = "1"
     # The other options are `run_bench`'s keyword arguments, by the same names.
     problem = queue_name_problem(options["queue"])
     if problem is not None:
         raise click.BadParameter(problem, param_hint="--queue")
+    if options["insert"] and (options["latency"] or options["ceiling"]):
+        raise click.UsageError("--insert measures inserts alone: drop --latency and --ceiling")
     if as_json:
 
         def emit(result: BenchResult) -> None:

@@ -2,7 +2,7 @@
 
 This package is the only code in rivertrio that touches asyncio. The rest of the
 library sees plain Trio async functions. Every call here is one loop crossing
-(about 60-130 us on top of the query itself), so callers batch: one call fetches
+(about 20 us of CPU, and 100 us more for a round trip), so callers batch: one call fetches
 a batch of jobs, one call completes a batch, one call inserts many jobs. A call
 that needs several statements passes an asyncio function to `Driver.run`, which
 runs it on one pooled connection in a single crossing.

@@ -18,9 +18,17 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from ._flow import held_in_text
 from ._sql import JOB_COLUMNS, qualify
 
-__all__ = ["JobToInsert", "available_queues", "copy_jobs", "insert_each", "insert_jobs"]
+__all__ = [
+    "JobToInsert",
+    "available_queues",
+    "copy_jobs",
+    "insert_each",
+    "insert_jobs",
+    "insert_statement",
+]
 
 T = TypeVar("T")
 
@@ -57,8 +65,9 @@ ON CONFLICT (unique_key)
 # The notifications travel in the insert's own statement: one round trip, and
 # they commit (and are delivered) exactly when the rows do. $13/$14 are the
 # queues the inserter may notify (its debounce) and their payloads; a queue is
-# notified only if one of its rows was inserted available. The final SELECT
-# reads `notified`, or Postgres would not run it.
+# notified only if one of its rows was inserted available, or held for a flow
+# fetch (see rivertrio._flow). The final SELECT reads `notified`, or Postgres
+# would not run it.
 _WITH_NOTIFY = """
 WITH inserted AS ({insert}
     RETURNING {columns}, {duplicate} AS unique_skipped_as_duplicate
@@ -67,7 +76,9 @@ WITH inserted AS ({insert}
     FROM unnest($13::text[], $14::text[]) AS n(queue, payload)
     WHERE EXISTS (
         SELECT 1 FROM inserted i
-        WHERE i.queue = n.queue AND i.state = 'available' AND NOT i.unique_skipped_as_duplicate)
+        WHERE i.queue = n.queue
+            AND (i.state = 'available' OR i.metadata ? 'rivertrio:flow')
+            AND NOT i.unique_skipped_as_duplicate)
 )
 SELECT inserted.*, (SELECT count(*) FROM notified) AS notifications FROM inserted
 """
@@ -127,11 +138,16 @@ def _columns(jobs: Sequence[JobToInsert]) -> list[list[Any]]:
 
 
 def available_queues(records: Sequence[asyncpg.Record]) -> set[str]:
-    """The queues that got an available job (new, not a unique duplicate) among `records`."""
+    """The queues that got an available (or flow-held) job, new and not a unique
+    duplicate, among `records`."""
     return {
         rec["queue"]
         for rec in records
-        if rec["state"] == "available" and not rec["unique_skipped_as_duplicate"]
+        if (
+            rec["state"] == "available"
+            or (rec["state"] == "pending" and held_in_text(rec["metadata"]))
+        )
+        and not rec["unique_skipped_as_duplicate"]
     }
 
 
@@ -149,10 +165,24 @@ async def insert_jobs(
     `channel`; a queue is notified only if it got an available job. Returns
     one row per job, in order, with ``unique_skipped_as_duplicate``.
     """
+    sql, args = insert_statement(schema, jobs, channel, queues, payloads)
+    return await conn.fetch(sql, *args)
+
+
+def insert_statement(
+    schema: str | None,
+    jobs: Sequence[JobToInsert],
+    channel: str,
+    queues: Sequence[str],
+    payloads: Sequence[str],
+) -> tuple[str, list[Any]]:
+    """The SQL (``$n`` placeholders) and arguments `insert_jobs` runs.
+
+    Also what ``rivertrio.render_insert`` hands to programs that run the
+    statement on their own connection.
+    """
     sql = INSERT_UNIQUE if any(j.unique_key is not None for j in jobs) else INSERT
-    return await conn.fetch(
-        qualify(sql, schema), *_columns(jobs), channel, list(queues), list(payloads)
-    )
+    return qualify(sql, schema), [*_columns(jobs), channel, list(queues), list(payloads)]
 
 
 async def insert_each(
@@ -241,6 +271,8 @@ async def copy_jobs(
         for job in jobs:
             if job.pending:
                 state = "pending"
+                if held_in_text(job.metadata):
+                    available.add(job.queue)
             elif job.scheduled_at is not None and job.scheduled_at > now:
                 state = "scheduled"
             else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -13,10 +14,11 @@ import trio
 
 from .._exceptions import ConfigError, DatabaseConnectionError, DatabaseError
 from .._validate import duration, integer
-from ._crossing import RELEASE_TIMEOUT, Crossing, open_crossing
+from ._crossing import RELEASE_TIMEOUT, Crossing, hold_cancellation, open_crossing
 from ._dedicated import connect_dedicated
 from ._listener import DELIVERY_PROBE_TIMEOUT, Listener
 from ._queryable import Queryable, Tx
+from ._sql import qualify
 from ._topics import channel
 
 __all__ = ["ACQUIRE_TIMEOUT", "Driver", "open_driver"]
@@ -31,6 +33,14 @@ ACQUIRE_TIMEOUT = 5.0
 # An outage is reported over when a statement succeeds this long after the last
 # one that failed for want of a connection.
 _RECOVERY_QUIET = 1.0
+
+
+class _Hold(enum.Enum):
+    """How much of a crossing a cancellation of its caller may not interrupt."""
+
+    NONE = "none"
+    STATEMENT = "statement"  # from when the function begins, a connection in hand
+    CROSSING = "crossing"  # all of it, the wait for a connection included
 
 
 def _open(proxy: Any) -> bool:
@@ -52,6 +62,14 @@ class Driver(Queryable):
     """A connection pool on one Postgres database, usable from Trio.
 
     Create one with `open_driver`.
+
+    A connection that ran only a `run` function goes back to the pool with no
+    reset (a reset is a whole round trip): such functions must leave no session
+    state behind them (``SET LOCAL`` inside a transaction, not ``SET``; a session
+    lock released before returning). SQL run with `execute`, `fetch`,
+    `fetchrow` and `fetchval`, connections of `transaction` and `connection`
+    blocks, and any connection whose statement failed or was cancelled are
+    reset as they go back.
     """
 
     def __init__(
@@ -222,7 +240,7 @@ class Driver(Queryable):
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        return await self._run(fn, args, kwargs, hold=False)
+        return await self._run(fn, args, kwargs, hold=_Hold.NONE, keep=True)
 
     async def run_held(
         self,
@@ -230,17 +248,38 @@ class Driver(Queryable):
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        """`run`, except that once the crossing has begun, `fn` runs to its end.
+        """`run`, except that once `fn` has begun (a connection is in hand), it runs to its end.
 
-        A cancellation of the caller arriving after that is deferred: the caller
-        gets `fn`'s result or its error, and the next checkpoint raises the
-        cancellation. So the caller of a single autocommitted statement knows
-        its outcome, and a statement run on behalf of other tasks too is not
-        torn by one of them. If `fn` has not ended `RELEASE_TIMEOUT` seconds
-        after the cancellation, it is cancelled as by `run` (the outcome is then
-        unknown).
+        For a single autocommitted statement whose caller must know its outcome.
+        A cancellation before `fn` begins raises `trio.Cancelled` (then nothing
+        was sent); one arriving after is deferred: the caller gets `fn`'s result
+        or its error, and its next checkpoint raises the cancellation. If `fn`
+        has not ended `RELEASE_TIMEOUT` seconds after the cancellation, it is
+        cancelled, and the caller gets `DatabaseConnectionError` (the outcome
+        is unknown), never `trio.Cancelled`.
         """
-        return await self._run(fn, args, kwargs, hold=True)
+        return await self._run(fn, args, kwargs, hold=_Hold.STATEMENT, keep=True)
+
+    async def run_shielded(
+        self,
+        fn: Callable[Concatenate[asyncpg.Connection, P], Coroutine[Any, Any, T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """`run_held`, with the wait for a connection held too: `fn` always runs.
+
+        For a statement run on behalf of other tasks as well, which the
+        caller's cancellation must not tear: it is deferred from the start. The
+        wait for a connection stays bounded by `acquire_timeout`.
+        """
+        return await self._run(fn, args, kwargs, hold=_Hold.CROSSING, keep=True)
+
+    async def _run_sql(self, fn: Callable[..., Coroutine[Any, Any, T]], sql: str, *args: Any) -> T:
+        # The caller's own SQL may leave session state (a SET, a session lock):
+        # its connection goes back through the pool's reset.
+        return await self._run(
+            fn, (qualify(sql, self.configured_schema), *args), {}, hold=_Hold.NONE, keep=False
+        )
 
     async def _run(
         self,
@@ -248,13 +287,19 @@ class Driver(Queryable):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         *,
-        hold: bool,
+        hold: _Hold,
+        keep: bool,
     ) -> T:
         busy: list[Any] = []  # the connection `fn` is using, while it is
+        begun = False
 
         async def with_connection() -> T:
+            nonlocal begun
             proxy = await self._acquire()
             busy.append(proxy)
+            if hold is not _Hold.NONE:
+                hold_cancellation()
+                begun = True
             try:
                 result = await fn(_as_connection(proxy), *args, **kwargs)
             except asyncio.CancelledError:
@@ -272,7 +317,10 @@ class Driver(Queryable):
                 await self._give_back(proxy)
                 raise
             busy.clear()
-            self._keep(proxy)
+            if keep:
+                self._keep(proxy)
+            else:
+                await self._give_back(proxy)
             return result
 
         def cut_off() -> None:
@@ -284,15 +332,32 @@ class Driver(Queryable):
                 busy[0].terminate()
 
         try:
-            result = await self.crossing.cross(with_connection(), cut_off, hold=hold)
+            result = await self.crossing.cross(
+                with_connection(), cut_off, hold=hold is _Hold.CROSSING
+            )
+        except trio.Cancelled:
+            if begun:
+                # A held statement that did not answer in time after the cancellation.
+                raise self._in_doubt() from None
+            raise
         except DatabaseConnectionError as exc:
-            # A cancelled caller gets its cancellation, not what cutting off did.
-            await trio.lowlevel.checkpoint_if_cancelled()
+            if not begun:
+                # A cancelled caller gets its cancellation, not what cutting off
+                # did; but a held statement's caller must hear that its outcome
+                # is unknown.
+                await trio.lowlevel.checkpoint_if_cancelled()
             self._trouble(exc)
             raise
         if self._trouble_since is not None:
             self._recovered()
         return result
+
+    def _in_doubt(self) -> DatabaseConnectionError:
+        return DatabaseConnectionError(
+            f"the connection to {self.where} failed or did not answer (within "
+            f"{RELEASE_TIMEOUT:g} s of a cancellation) while a statement was in flight: "
+            "whether it took effect is unknown"
+        )
 
     def _trouble(self, exc: DatabaseConnectionError) -> None:
         # One line per outage, whoever's statements fail (the client's services

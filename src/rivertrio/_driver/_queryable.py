@@ -54,9 +54,7 @@ class Queryable(abc.ABC):
                 within ``acquire_timeout`` (the message says what holds them).
         """
 
-    async def _run_sql(
-        self, fn: Callable[..., Coroutine[Any, Any, T]], sql: str, *args: Any
-    ) -> T:
+    async def _run_sql(self, fn: Callable[..., Coroutine[Any, Any, T]], sql: str, *args: Any) -> T:
         """Run one statement of the caller's SQL text through ``fn(conn, sql, *args)``."""
         return await self.run(fn, qualify(sql, self.configured_schema), *args)
 
