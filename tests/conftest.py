@@ -8,7 +8,6 @@ Tests under tests/unit may not use it. support.programs adds the
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from hypothesis import HealthCheck, settings
 import rivertrio
 from rivertrio._driver import Driver, open_driver
 from rivertrio.embedded import DATABASE_URL_ENV, embedded_url
+from support.schemas import new_schema
 
 pytest_plugins = ["pytester", "support.programs"]
 
@@ -49,14 +49,8 @@ def database_url() -> str:
 @pytest.fixture
 async def empty_schema(database_url: str) -> AsyncIterator[str]:
     """A new, empty schema of this test's own; dropped afterwards."""
-    name = f"rt_{uuid.uuid4().hex[:16]}"
-    async with open_driver(database_url) as admin:
-        await admin.execute(f'CREATE SCHEMA "{name}"')
-    try:
+    async with new_schema(database_url) as name:
         yield name
-    finally:
-        async with open_driver(database_url) as admin:
-            await admin.execute(f"SET lock_timeout = '10s'; DROP SCHEMA \"{name}\" CASCADE")
 
 
 @pytest.fixture

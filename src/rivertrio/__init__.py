@@ -13,11 +13,9 @@ from ._client import QueueBundle as QueueBundle
 from ._client import current_client as current_client
 from ._client import open_client as open_client
 from ._complete_tx import job_complete_tx as job_complete_tx
-from ._config import REINDEXER_INDEX_NAMES_DEFAULT as REINDEXER_INDEX_NAMES_DEFAULT
 from ._config import Config as Config
 from ._config import ErrorHandler as ErrorHandler
 from ._config import ErrorHandlerResult as ErrorHandlerResult
-from ._config import PeriodicJob as PeriodicJob
 from ._config import QueueConfig as QueueConfig
 from ._driver import Driver as Driver
 from ._driver import Queryable as Queryable
@@ -32,9 +30,11 @@ from ._exceptions import DatabaseConnectionError as DatabaseConnectionError
 from ._exceptions import DatabaseError as DatabaseError
 from ._exceptions import EmbeddedPostgresError as EmbeddedPostgresError
 from ._exceptions import InvalidInputError as InvalidInputError
+from ._exceptions import JobCancel as JobCancel
 from ._exceptions import JobDecodeError as JobDecodeError
 from ._exceptions import JobNotRunningError as JobNotRunningError
 from ._exceptions import JobRunningError as JobRunningError
+from ._exceptions import JobSnooze as JobSnooze
 from ._exceptions import JobTimeoutError as JobTimeoutError
 from ._exceptions import MigrationError as MigrationError
 from ._exceptions import NotFoundError as NotFoundError
@@ -59,6 +59,8 @@ from ._joblog import JobContextFilter as JobContextFilter
 from ._joblog import JobLogMiddleware as JobLogMiddleware
 from ._joblog import add_job_context as add_job_context
 from ._maintenance import PeriodicJobs as PeriodicJobs
+from ._maintenance_config import REINDEXER_INDEX_NAMES_DEFAULT as REINDEXER_INDEX_NAMES_DEFAULT
+from ._maintenance_config import PeriodicJob as PeriodicJob
 from ._migrate import MigrateResult as MigrateResult
 from ._migrate import MigrationInfo as MigrationInfo
 from ._migrate import MigrationStatus as MigrationStatus
@@ -80,11 +82,9 @@ from ._render import Paramstyle as Paramstyle
 from ._render import render_insert as render_insert
 from ._retry import RetryPolicy as RetryPolicy
 from ._retry import default_retry_policy as default_retry_policy
-from ._unique import Unique as Unique
 from ._unique import UniqueOpts as UniqueOpts
+from ._unique_fields import Unique as Unique
 from ._worker import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
-from ._worker import JobCancel as JobCancel
-from ._worker import JobSnooze as JobSnooze
 from ._worker import Worker as Worker
 from ._worker import Workers as Workers
 from ._workflow import Workflow as Workflow

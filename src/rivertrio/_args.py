@@ -33,8 +33,11 @@ from typing import (
 
 from ._exceptions import InvalidInputError, JobDecodeError
 from ._job import JobRow, json_type, json_value_problem, short_repr
-from ._unique import UniqueOpts, nested_dataclass
-from ._validate import MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, integer, queue_name
+from ._unique import UniqueOpts
+from ._unique_fields import nested_dataclass
+from ._validate import max_attempts as check_max_attempts
+from ._validate import priority as check_priority
+from ._validate import queue_name
 
 if TYPE_CHECKING:
     from ._hooks import Hook
@@ -428,13 +431,7 @@ class InsertOpts:
         if self.queue is not None:
             queue_name(self.queue, InvalidInputError, where="queue: ")
         if self.priority is not None:
-            integer(
-                "priority",
-                self.priority,
-                InvalidInputError,
-                minimum=MIN_PRIORITY,
-                maximum=MAX_PRIORITY,
-            )
+            check_priority(self.priority, InvalidInputError)
         at = self.scheduled_at
         if at is not None:
             if not isinstance(at, datetime):
@@ -444,7 +441,7 @@ class InsertOpts:
                     f"scheduled_at must be timezone-aware (e.g. datetime.now(UTC)), got {at!r}"
                 )
         if self.max_attempts is not None:
-            integer("max_attempts", self.max_attempts, InvalidInputError, maximum=MAX_ATTEMPTS)
+            check_max_attempts(self.max_attempts, InvalidInputError)
         if self.tags is not None:
             object.__setattr__(self, "tags", validate_tags(self.tags))
         if self.metadata is not None:

@@ -2,39 +2,34 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import re
 import socket
-import zoneinfo
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
-from typing import TYPE_CHECKING, Any, TypeAlias
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 from ._driver._liveness import CLIENT_ID_MARKER
 from ._driver._topics import channel_problem
 from ._exceptions import ConfigError
 from ._flow import FlowControl
 from ._hooks import Hook, Middleware
+from ._maintenance_config import REINDEXER_SCHEDULE_DEFAULT, PeriodicJob, reindexer_settings
 from ._middleware import Extensions
 from ._retry import RetryPolicy, default_retry_policy
-from ._validate import MAX_ATTEMPTS, duration, integer, queue_name, schema_name_problem
+from ._validate import duration, integer, queue_name, schema_name_problem
+from ._validate import max_attempts as check_max_attempts
 from ._worker import Workers
 
 if TYPE_CHECKING:
-    from ._args import InsertParams
     from ._job import JobRow
 
 __all__ = [
     "MAX_WORKERS",
-    "REINDEXER_INDEX_NAMES_DEFAULT",
-    "REINDEXER_SCHEDULE_DEFAULT",
     "Config",
     "ErrorHandler",
     "ErrorHandlerResult",
-    "PeriodicJob",
-    "PeriodicJobConstructor",
     "QueueConfig",
 ]
 
@@ -42,20 +37,40 @@ MAX_WORKERS = 10_000
 MAX_CLIENT_ID_LENGTH = 100
 MIN_FETCH_COOLDOWN = 0.001
 
-#: River's reindexer schedule: daily at midnight UTC.
-REINDEXER_SCHEDULE_DEFAULT = "0 0 * * *"
+_T = TypeVar("_T")
 
-#: The indexes of ``river_job`` that River's reindexer rebuilds by default:
-#: those that bloat as jobs churn through the table.
-REINDEXER_INDEX_NAMES_DEFAULT: tuple[str, ...] = (
-    "river_job_args_index",
-    "river_job_kind",
-    "river_job_metadata_index",
-    "river_job_pkey",
-    "river_job_prioritized_fetching_index",
-    "river_job_state_and_finalized_at_index",
-    "river_job_unique_idx",
-)
+
+def _fetch_timing(
+    cooldown: object, poll: object, *, none: str | None = None, where: str = ""
+) -> tuple[float | None, float | None]:
+    """``fetch_cooldown`` and ``fetch_poll_interval`` checked: each at least 1 ms, and
+    the poll interval no shorter than the cooldown (None allowed with `none`)."""
+    checked = [
+        duration(f"{where}{name}", value, ConfigError, at_least=MIN_FETCH_COOLDOWN, none=none)
+        for name, value in (("fetch_cooldown", cooldown), ("fetch_poll_interval", poll))
+    ]
+    cooldown, poll = checked
+    if cooldown is not None and poll is not None and poll < cooldown:
+        its = "its " if where else ""
+        raise ConfigError(
+            f"{where}fetch_poll_interval ({poll}) must be >= {its}fetch_cooldown ({cooldown})"
+        )
+    return cooldown, poll
+
+
+def _by_queue(name: str, value: object, cls: type[_T], shown: str) -> dict[str, _T]:
+    """A setting by queue name checked: a mapping of valid queue names to `cls`, copied
+    (so that changing the caller's dict does not change a validated config)."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"{name} must be a dict of queue name to {shown}, not {type(value).__name__}"
+        )
+    checked = dict(value)
+    for queue, item in checked.items():
+        queue_name(queue, ConfigError, where=f"{name}: ")
+        if not isinstance(item, cls):
+            raise ConfigError(f"{name}[{queue!r}] must be a {shown}, not {type(item).__name__}")
+    return checked
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,25 +92,9 @@ class QueueConfig:
 
     def __post_init__(self) -> None:
         integer("max_workers", self.max_workers, ConfigError, maximum=MAX_WORKERS)
-        inherit = "to use the Config's"
-        cooldown = duration(
-            "fetch_cooldown",
-            self.fetch_cooldown,
-            ConfigError,
-            at_least=MIN_FETCH_COOLDOWN,
-            none=inherit,
+        cooldown, poll = _fetch_timing(
+            self.fetch_cooldown, self.fetch_poll_interval, none="to use the Config's"
         )
-        poll = duration(
-            "fetch_poll_interval",
-            self.fetch_poll_interval,
-            ConfigError,
-            at_least=MIN_FETCH_COOLDOWN,
-            none=inherit,
-        )
-        if cooldown is not None and poll is not None and poll < cooldown:
-            raise ConfigError(
-                f"fetch_poll_interval ({poll}) must be >= fetch_cooldown ({cooldown})"
-            )
         object.__setattr__(self, "fetch_cooldown", cooldown)
         object.__setattr__(self, "fetch_poll_interval", poll)
 
@@ -113,129 +112,6 @@ class ErrorHandlerResult:
 ErrorHandler: TypeAlias = Callable[
     ["JobRow", BaseException], Awaitable["ErrorHandlerResult | None"]
 ]
-
-#: Builds a periodic job's args (optionally with insert options), or None to skip a firing.
-PeriodicJobConstructor: TypeAlias = Callable[[], "InsertParams | None"]
-
-
-def _cron_is_valid(expression: str) -> bool:
-    # Imported by name: croniter ships no type information (types-croniter is a
-    # separate package), and this is the only use of it here.
-    croniter: Any = importlib.import_module("croniter").croniter
-    return bool(croniter.is_valid(expression))
-
-
-def reindexer_settings(
-    schedule: object, index_names: object, timeout: object
-) -> tuple[float | str | None, tuple[str, ...], float | None]:
-    """The reindexer's settings checked and normalised: (schedule, index names, timeout).
-
-    None index names become River's default list.
-
-    Raises:
-        ConfigError: A setting is invalid; the message names it.
-    """
-    when: float | str | None
-    if isinstance(schedule, str):
-        if not _cron_is_valid(schedule):
-            raise ConfigError(f"reindexer_schedule {schedule!r} is not a valid cron expression")
-        when = schedule
-    else:
-        when = duration(
-            "reindexer_schedule",
-            schedule,
-            ConfigError,
-            none="to turn the reindexer off",
-            hint=" (a cron expression string is also accepted)",
-        )
-    if index_names is None:
-        names = REINDEXER_INDEX_NAMES_DEFAULT
-    elif isinstance(index_names, str | bytes) or not isinstance(index_names, Sequence):
-        raise ConfigError("reindexer_index_names must be a list of index names, or None")
-    else:
-        names = tuple(index_names)
-        for name in names:
-            # An index name is an identifier, as a schema name is: the same rule.
-            problem = schema_name_problem(name)
-            if problem is not None:
-                raise ConfigError(
-                    "reindexer_index_names: " + problem.replace("schema name", "index name")
-                )
-    seconds = duration("reindexer_timeout", timeout, ConfigError, none="for no limit")
-    return when, names, seconds
-
-
-@dataclass(frozen=True, slots=True)
-class PeriodicJob:
-    """A job inserted on a schedule by the leader.
-
-    Args:
-        schedule: An interval in seconds (> 0), or a cron expression such as
-            ``"*/15 * * * *"`` (as croniter accepts it).
-        constructor: Returns the job's args, ``(args, InsertOpts)``, or None to
-            skip this firing.
-        run_on_start: Also insert once when the client (as leader) starts.
-        id: A stable identifier, 1 to 128 characters; unique among a client's
-            periodic jobs. It removes the job at run time
-            (``client.periodic_jobs.remove_by_id``), and the jobs inserted
-            carry it in metadata as ``river:periodic_job_id``, as River's do.
-        timezone: The time zone a cron expression is read in: an IANA name
-            such as ``"America/New_York"`` or a `tzinfo`; default UTC. Across
-            a DST change each wall-clock time fires once: a time the clocks
-            skip fires at the end of the gap, a time they repeat at its first
-            occurrence.
-
-    Raises:
-        ConfigError: A value is invalid; the message names the field.
-    """
-
-    schedule: float | str
-    constructor: PeriodicJobConstructor
-    run_on_start: bool = False
-    id: str | None = None
-    timezone: str | tzinfo | None = None
-
-    def __post_init__(self) -> None:
-        schedule = self.schedule
-        if isinstance(schedule, str):
-            if not _cron_is_valid(schedule):
-                raise ConfigError(
-                    f"PeriodicJob.schedule {schedule!r} is not a valid cron expression"
-                )
-        else:
-            interval = duration("PeriodicJob.schedule", schedule, ConfigError)
-            object.__setattr__(self, "schedule", interval)
-        if not callable(self.constructor):
-            raise ConfigError(
-                f"PeriodicJob.constructor must be callable, not {type(self.constructor).__name__}"
-            )
-        if not isinstance(self.run_on_start, bool):
-            raise ConfigError("PeriodicJob.run_on_start must be a bool")
-        if self.id is not None and (not isinstance(self.id, str) or not 1 <= len(self.id) <= 128):
-            raise ConfigError(
-                f"PeriodicJob.id must be a string of 1 to 128 characters, got {self.id!r}"
-            )
-        zone = self.timezone
-        if zone is not None:
-            if not isinstance(schedule, str):
-                raise ConfigError(
-                    "PeriodicJob.timezone applies to cron expressions only; an interval "
-                    "schedule is counted in seconds whatever the zone"
-                )
-            if isinstance(zone, str):
-                try:
-                    zone = zoneinfo.ZoneInfo(zone)
-                except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                    raise ConfigError(
-                        f"PeriodicJob.timezone {self.timezone!r} is not a known time zone "
-                        "(an IANA name such as 'America/New_York')"
-                    ) from None
-            elif not isinstance(zone, tzinfo):
-                raise ConfigError(
-                    f"PeriodicJob.timezone must be a time zone name or a tzinfo, not "
-                    f"{type(zone).__name__}"
-                )
-            object.__setattr__(self, "timezone", zone)
 
 
 def default_client_id(now: datetime | None = None, *, marked: bool = True) -> str:
@@ -361,32 +237,11 @@ class Config:
         return self.fetch_poll_interval if override is None else override
 
     def _check_queues(self) -> None:
-        if not isinstance(self.queues, Mapping):
-            raise ConfigError(
-                f"queues must be a dict of name to QueueConfig, not {type(self.queues).__name__}"
-            )
-        queues = dict(self.queues)
-        for name, queue_config in queues.items():
-            queue_name(name, ConfigError, where="queues: ")
-            if not isinstance(queue_config, QueueConfig):
-                raise ConfigError(
-                    f"queues[{name!r}] must be a QueueConfig, not {type(queue_config).__name__}"
-                )
-        # A copy, so mutating the caller's dict does not change a validated config.
+        queues = _by_queue("queues", self.queues, QueueConfig, "QueueConfig")
         object.__setattr__(self, "queues", queues)
 
     def _check_flow(self) -> None:
-        if not isinstance(self.flow, Mapping):
-            raise ConfigError(
-                f"flow must be a dict of queue name to FlowControl, not {type(self.flow).__name__}"
-            )
-        flow = dict(self.flow)
-        for name, rules in flow.items():
-            queue_name(name, ConfigError, where="flow: ")
-            if not isinstance(rules, FlowControl):
-                raise ConfigError(
-                    f"flow[{name!r}] must be a rivertrio.FlowControl, not {type(rules).__name__}"
-                )
+        flow = _by_queue("flow", self.flow, FlowControl, "rivertrio.FlowControl")
         object.__setattr__(self, "flow", flow)
 
     def _check_workers(self) -> None:
@@ -409,33 +264,16 @@ class Config:
         def put(name: str, value: float | None) -> None:
             object.__setattr__(self, name, value)
 
-        cooldown = duration(
-            "fetch_cooldown", self.fetch_cooldown, ConfigError, at_least=MIN_FETCH_COOLDOWN
-        )
-        poll = duration(
-            "fetch_poll_interval",
-            self.fetch_poll_interval,
-            ConfigError,
-            at_least=MIN_FETCH_COOLDOWN,
-        )
-        if poll < cooldown:
-            raise ConfigError(
-                f"fetch_poll_interval ({poll}) must be >= fetch_cooldown ({cooldown})"
-            )
+        cooldown, poll = _fetch_timing(self.fetch_cooldown, self.fetch_poll_interval)
         put("fetch_cooldown", cooldown)
         put("fetch_poll_interval", poll)
-        for name, queue_config in self.queues.items():
-            q_cooldown = queue_config.fetch_cooldown
-            q_poll = queue_config.fetch_poll_interval
-            if q_cooldown is None and q_poll is None:
-                continue
-            eff_cooldown = cooldown if q_cooldown is None else q_cooldown
-            eff_poll = poll if q_poll is None else q_poll
-            if eff_poll < eff_cooldown:
-                raise ConfigError(
-                    f"queues[{name!r}].fetch_poll_interval ({eff_poll}) must be >= "
-                    f"its fetch_cooldown ({eff_cooldown})"
-                )
+        for name in self.queues:
+            # Each queue's settings in effect, its own falling back to these.
+            _fetch_timing(
+                self.queue_fetch_cooldown(name),
+                self.queue_fetch_poll_interval(name),
+                where=f"queues[{name!r}].",
+            )
         timeout = duration("job_timeout", self.job_timeout, ConfigError, none="for no limit")
         put("job_timeout", timeout)
         rescue = duration("rescue_stuck_jobs_after", self.rescue_stuck_jobs_after, ConfigError)
@@ -479,7 +317,7 @@ class Config:
         if self.reindexer_index_names is not None:
             object.__setattr__(self, "reindexer_index_names", names)
         object.__setattr__(self, "reindexer_timeout", timeout)
-        integer("max_attempts", self.max_attempts, ConfigError, maximum=MAX_ATTEMPTS)
+        check_max_attempts(self.max_attempts, ConfigError)
         if not callable(self.retry_policy):
             raise ConfigError("retry_policy must be a callable (job) -> seconds")
         if self.error_handler is not None:

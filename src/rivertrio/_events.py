@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, overload
 
-from ._job import JobRow
+from ._job import JobRow, updated_row
 
-__all__ = ["Event", "EventKind", "JobStats", "Outcome", "OutcomeKind", "QueueEvent"]
+__all__ = [
+    "Event",
+    "EventBatch",
+    "EventKind",
+    "JobStats",
+    "Outcome",
+    "OutcomeKind",
+    "QueueEvent",
+]
 
 
 class EventKind(enum.StrEnum):
@@ -95,3 +105,65 @@ class QueueEvent:
 
     kind: EventKind
     queue: str
+
+
+class EventBatch(Sequence[Event]):
+    """The events of one persisted batch, in order, each built when it is first read.
+
+    The completer sends one per batch; the subscription manager reads `kinds`
+    and builds only the events some subscription asked for, so a client whose
+    events nobody reads never builds a row or an event per job.
+    """
+
+    __slots__ = ("_built", "_items", "_now", "_records", "kinds")
+
+    def __init__(
+        self,
+        kinds: list[EventKind],
+        items: list[Outcome | QueueEvent],
+        records: list[Any],
+        now: float,
+    ) -> None:
+        self.kinds = kinds
+        """Each event's kind, known without building it."""
+        self._items = items
+        self._records = records  # a job outcome's returned row; None for a queue event
+        self._now = now  # when the batch was persisted (trio clock)
+        self._built: list[Event | None] | None = None
+
+    def __len__(self) -> int:
+        return len(self.kinds)
+
+    @overload
+    def __getitem__(self, index: int) -> Event: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Event]: ...
+
+    def __getitem__(self, index: int | slice) -> Event | list[Event]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        built = self._built
+        if built is None:
+            built = self._built = [None] * len(self.kinds)
+        event = built[index]
+        if event is None:
+            event = built[index] = self._build(index)
+        return event
+
+    def __repr__(self) -> str:
+        return f"EventBatch({list(self)!r})"
+
+    def _build(self, index: int) -> Event:
+        kind = self.kinds[index]
+        item = self._items[index]
+        if isinstance(item, QueueEvent):
+            return Event(kind, queue=item.queue)
+        record = self._records[index]
+        # The completion returns only what it changed of the caller's own attempt.
+        row = (
+            updated_row(item.job, record) if record["changes_only"] else JobRow.from_record(record)
+        )
+        finished = self._now - item.finished_at
+        stats = JobStats(item.queue_wait_duration, item.run_duration, max(0.0, finished))
+        return Event(kind, row, stats)

@@ -1,6 +1,14 @@
-"""The exception types rivertrio raises. Users never catch driver or asyncio types."""
+"""The exception types rivertrio raises, and the two a worker raises to steer its job.
+
+Users never catch driver or asyncio types. Two kinds of exception live elsewhere
+on purpose: the command line's ``CliError`` is a click exception (it sits beside
+click in ``_cli/_common.py``), and the testing harness's failures are
+AssertionErrors of their own (``rivertrio/testing/_failures.py``).
+"""
 
 from __future__ import annotations
+
+from ._validate import duration
 
 
 class RivertrioError(Exception):
@@ -69,7 +77,8 @@ class AlreadyRunningError(RivertrioError, RuntimeError):
 
 
 class MigrationError(RivertrioError):
-    """A migration cannot run as asked, given what the database already holds."""
+    """A migration cannot run as asked, given what the database already holds; or a
+    client's configuration needs a migration the schema lacks."""
 
 
 class JobTimeoutError(RivertrioError, TimeoutError):
@@ -93,3 +102,38 @@ class JobDecodeError(RivertrioError, ValueError):
 
 class LivenessError(RivertrioError):
     """Another live session holds this client id's liveness lock: the id is in use."""
+
+
+class DashboardUnavailableError(RivertrioError):
+    """The dashboard cannot answer: it has no open database client."""
+
+
+class JobCancel(Exception):
+    """Raise from `Worker.work` to cancel the job for good: it is never retried.
+
+    Args:
+        reason: Why; recorded in the job's errors.
+    """
+
+    def __init__(self, reason: str | BaseException = "") -> None:
+        super().__init__(str(reason) if isinstance(reason, BaseException) else reason)
+        self.reason = reason
+
+
+class JobSnooze(Exception):
+    """Raise from `Worker.work` to run the job again later without using an attempt.
+
+    The job becomes ``scheduled`` (``available`` at once for 5 s or less) and its
+    ``metadata.snoozes`` counts up.
+
+    Args:
+        seconds: How long from now; 0 or more.
+
+    Raises:
+        InvalidInputError: `seconds` is negative, not finite or not a number.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        checked = duration("JobSnooze seconds", seconds, InvalidInputError, at_least=0)
+        super().__init__(f"snoozed for {seconds} s")
+        self.seconds = checked

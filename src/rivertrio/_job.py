@@ -20,7 +20,9 @@ __all__ = [
     "json_type",
     "json_value_problem",
     "metadata_problem",
+    "row_values",
     "short_repr",
+    "updated_row",
 ]
 
 #: Deepest nesting of arrays and objects accepted in args and metadata. Python's
@@ -121,30 +123,7 @@ class JobRow:
     @classmethod
     def from_record(cls, rec: Mapping[str, Any] | Any) -> JobRow:
         """Build a row from a database record (as the driver returns it)."""
-        # On the hot path (every fetched and completed job): positional, no dict.
-        errors = rec["errors"]
-        metadata = rec["metadata"]
-        unique_states = rec["unique_states"]
-        return cls(
-            rec["id"],
-            _STATES[rec["state"]],
-            rec["attempt"],
-            rec["max_attempts"],
-            rec["attempted_at"],
-            list(rec["attempted_by"] or ()),
-            rec["created_at"],
-            rec["finalized_at"],
-            rec["scheduled_at"],
-            rec["priority"],
-            rec["queue"],
-            rec["kind"],
-            list(rec["tags"] or ()),
-            {} if metadata == "{}" else _decode_metadata(metadata),
-            [AttemptError.from_json(e) for e in errors] if errors else [],
-            rec["args"],
-            rec["unique_key"],
-            None if unique_states is None else _bits_to_int(unique_states),
-        )
+        return cls(*row_values(rec))
 
     @property
     def output(self) -> Any:
@@ -159,6 +138,68 @@ class JobRow:
     def progress(self) -> JobProgress | None:
         """The last progress the worker reported (`report_progress`), or None."""
         return JobProgress.from_metadata(self.metadata.get(METADATA_PROGRESS))
+
+
+def row_values(rec: Mapping[str, Any] | Any) -> tuple[Any, ...]:
+    """A record's values decoded into `JobRow`'s fields, in their order.
+
+    ``JobRow(*row_values(rec))`` is the row; a `Job` takes its args after them.
+    """
+    # On the hot path (every fetched job): positional, no dict. The driver hands
+    # back arrays as fresh lists, which the row may keep as they are.
+    attempted_by = rec["attempted_by"]
+    tags = rec["tags"]
+    errors = rec["errors"]
+    metadata = rec["metadata"]
+    unique_states = rec["unique_states"]
+    return (
+        rec["id"],
+        _STATES[rec["state"]],
+        rec["attempt"],
+        rec["max_attempts"],
+        rec["attempted_at"],
+        attempted_by if type(attempted_by) is list else list(attempted_by or ()),
+        rec["created_at"],
+        rec["finalized_at"],
+        rec["scheduled_at"],
+        rec["priority"],
+        rec["queue"],
+        rec["kind"],
+        tags if type(tags) is list else list(tags or ()),
+        {} if metadata == "{}" else _decode_metadata(metadata),
+        [AttemptError.from_json(e) for e in errors] if errors else [],
+        rec["args"],
+        rec["unique_key"],
+        None if unique_states is None else _bits_to_int(unique_states),
+    )
+
+
+def updated_row(fetched: JobRow, rec: Mapping[str, Any] | Any) -> JobRow:
+    """`fetched` (a plain `JobRow`, even from a `Job`) with the columns an update
+    returned in `rec`: state, attempt, finalized_at, scheduled_at, metadata, and
+    errors unless NULL (unchanged)."""
+    errors = rec["errors"]
+    metadata = rec["metadata"]
+    return JobRow(
+        fetched.id,
+        _STATES[rec["state"]],
+        rec["attempt"],
+        fetched.max_attempts,
+        fetched.attempted_at,
+        fetched.attempted_by,
+        fetched.created_at,
+        rec["finalized_at"],
+        rec["scheduled_at"],
+        fetched.priority,
+        fetched.queue,
+        fetched.kind,
+        fetched.tags,
+        {} if metadata == "{}" else _decode_metadata(metadata),
+        fetched.errors if errors is None else [AttemptError.from_json(e) for e in errors],
+        fetched.encoded_args,
+        fetched.unique_key,
+        fetched.unique_states,
+    )
 
 
 #: The metadata key of a job's recorded output (River's ``rivertype.MetadataKeyOutput``).
@@ -232,12 +273,12 @@ def _decode_metadata(value: str | Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
-def metadata_problem(row: JobRow) -> str | None:
-    """Why the row's stored metadata could not be decoded as a JSON object, or None.
+def metadata_problem(metadata: Mapping[str, Any]) -> str | None:
+    """Why a row's stored metadata (its `JobRow.metadata`) could not be decoded as a
+    JSON object, or None.
 
     Such a row's `metadata` reads as ``{}``.
     """
-    metadata = row.metadata
     return metadata.problem if isinstance(metadata, _UndecodableMetadata) else None
 
 

@@ -31,7 +31,9 @@ from ._driver._insert import JobToInsert
 from ._exceptions import InvalidInputError
 from ._hooks import Hook, JobInsertParams, Middleware
 from ._job import InsertResult, JobRow
-from ._validate import MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, ErrorType, integer, queue_name
+from ._validate import ErrorType, queue_name
+from ._validate import max_attempts as check_max_attempts
+from ._validate import priority as check_priority
 
 __all__ = [
     "Extensions",
@@ -422,12 +424,8 @@ def _from_params(p: JobInsertParams, original: JobToInsert, index: int) -> JobTo
     try:
         kind = validate_kind(p.kind)
         queue = queue_name(p.queue, InvalidInputError)
-        priority = integer(
-            "priority", p.priority, InvalidInputError, minimum=MIN_PRIORITY, maximum=MAX_PRIORITY
-        )
-        max_attempts = integer(
-            "max_attempts", p.max_attempts, InvalidInputError, maximum=MAX_ATTEMPTS
-        )
+        priority = check_priority(p.priority, InvalidInputError)
+        max_attempts = check_max_attempts(p.max_attempts, InvalidInputError)
         tags = validate_tags(p.tags)
         metadata = encode_metadata(p.metadata)
     except InvalidInputError as exc:

@@ -10,6 +10,7 @@ its own rows in that table and adds objects of its own only.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -260,15 +261,7 @@ async def migrate(
             ),
         )
     result = _result(LINE, direction, dry_run, state.schema, state.applied, steps)
-    return MigrateResult(
-        direction=result.direction,
-        schema=result.schema,
-        dry_run=result.dry_run,
-        from_version=result.from_version,
-        to_version=result.to_version,
-        versions=result.versions,
-        also=also,
-    )
+    return dataclasses.replace(result, also=also)
 
 
 def _result(

@@ -14,7 +14,7 @@ from typing import Any, Literal, TypeAlias
 from ._args import encode_metadata
 from ._exceptions import InvalidInputError
 from ._job import JobRow, JobState
-from ._validate import BIGINT_MAX, MAX_PRIORITY, MIN_PRIORITY, integer, job_id
+from ._validate import BIGINT_MAX, MAX_PRIORITY, MIN_PRIORITY, integer, job_id, member
 
 __all__ = [
     "JOB_LIST_ORDER_FIELDS",
@@ -79,16 +79,9 @@ def _states(value: object) -> tuple[JobState, ...] | None:
     items = _seq("states", value)
     if items is None:
         return None
-    states: list[JobState] = []
-    for item in items:
-        try:
-            states.append(JobState(item))
-        except ValueError:
-            valid = ", ".join(s.value for s in JobState)
-            raise InvalidInputError(
-                f"states: {item!r} is not a job state (one of {valid})"
-            ) from None
-    return tuple(states)
+    return tuple(
+        member("states", item, JobState, InvalidInputError, what="a job state") for item in items
+    )
 
 
 @dataclass(frozen=True, slots=True)

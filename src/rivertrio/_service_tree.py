@@ -18,16 +18,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ._completer import Completer
-from ._driver._flow import release_tasks
+from ._driver._flow_migrations import FLOW_LINE, missing_flow_objects
 from ._driver._topics import CONTROL_TOPIC, INSERT_TOPIC, LEADERSHIP_TOPIC
+from ._driver._workflow import release_tasks
 from ._elector import Elector
-from ._exceptions import DatabaseError, QueueAlreadyAddedError, QueueNotFoundError
+from ._exceptions import (
+    DatabaseError,
+    MigrationError,
+    QueueAlreadyAddedError,
+    QueueNotFoundError,
+)
 from ._executor import WorkConfig
 from ._flow import FLOW_KEY, WORKFLOW_KEY, fetch_rules
 from ._liveness import Liveness, is_marked
@@ -175,6 +181,7 @@ class ServiceTree(Service):
         self, nursery: trio.Nursery, outcomes: trio.MemorySendChannel[Outcome | QueueEvent]
     ) -> None:
         """Start the notifier, the liveness lock, the producers and leadership."""
+        await self._check_flow_schema(self._queues.values())
         if not self._config.poll_only:
             self.notifier = Notifier(self._driver)
             self.notifier.subscribe(INSERT_TOPIC, self._on_insert_notification)
@@ -192,6 +199,33 @@ class ServiceTree(Service):
         self._outcomes = outcomes
         await nursery.start(self.maintainer.run)
         await nursery.start(self.elector.run)
+
+    async def _check_flow_schema(self, queues: Iterable[ProducerConfig]) -> None:
+        """Refuse to work flow-controlled queues on a schema without the flow line.
+
+        Without its objects every fetch of a rate-limited queue fails (the table
+        of starts is missing), and the others scan ``river_job``: a clear error
+        at the start beats a warning at every fetch.
+
+        Raises:
+            MigrationError: A queue is flow-controlled and the schema lacks the
+                ``rivertrio_flow`` line's objects.
+        """
+        flow_queues = sorted(q.queue for q in queues if q.flow is not None)
+        if not flow_queues:
+            return
+        schema, missing = await self._driver.run(
+            missing_flow_objects, self._driver.configured_schema
+        )
+        if missing:
+            named = ", ".join(map(repr, flow_queues))
+            which = f"queues {named} are" if len(flow_queues) > 1 else f"queue {named} is"
+            raise MigrationError(
+                f"{which} flow-controlled (Config.flow), which needs the {FLOW_LINE} "
+                f"migration line; schema {schema!r} lacks "
+                f"{', '.join(missing)}: run `rivertrio migrate up` (or rivertrio.migrate()) "
+                "to install it"
+            )
 
     async def _start_producer(
         self,
@@ -248,15 +282,19 @@ class ServiceTree(Service):
             ConfigError: The name or the queue config is invalid, by the same rules
                 as a queue of the client's config (its fetch settings fall back to
                 the client's).
+            MigrationError: The queue is flow-controlled and the schema lacks the
+                ``rivertrio_flow`` migration line (checked when running).
         """
         if name in self._queues:
             raise QueueAlreadyAddedError(f"queue {name!r} is already added to this client")
         checked = dataclasses.replace(self._config, queues={name: queue_config})
         producer_config = self._producer_config(checked, name)
-        self._queues[name] = producer_config
         if self._nursery is None or self._outcomes is None:
+            self._queues[name] = producer_config
             await trio.lowlevel.checkpoint()
             return
+        await self._check_flow_schema([producer_config])
+        self._queues[name] = producer_config
         await self._start_producer(self._nursery, self._outcomes, producer_config)
 
     async def remove_queue(self, name: str) -> None:

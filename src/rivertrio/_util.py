@@ -4,9 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import NoReturn
 
-__all__ = ["collapse_single_groups"]
+__all__ = ["collapse_single_groups", "relative_time"]
+
+
+def relative_time(value: datetime, now: datetime) -> str:
+    """`value` relative to `now`, in whole units: ``3m ago``, ``in 2h``, ``just now``.
+
+    The dashboard and the command line both write times this way.
+    """
+    delta = (value - now).total_seconds()
+    span = abs(delta)
+    if span < 1:
+        return "just now"
+    if span < 60:
+        text = f"{span:.0f}s"
+    elif span < 3600:
+        text = f"{span // 60:.0f}m"
+    elif span < 86400:
+        text = f"{span // 3600:.0f}h"
+    else:
+        text = f"{span // 86400:.0f}d"
+    return f"in {text}" if delta > 0 else f"{text} ago"
 
 
 @contextmanager

@@ -14,10 +14,11 @@ This module imports nothing from the rest of the package, so any module may use 
 
 from __future__ import annotations
 
+import enum
 import math
 import re
-from collections.abc import Callable
-from typing import overload
+from collections.abc import Callable, Iterable
+from typing import NoReturn, TypeVar, overload
 
 __all__ = [
     "BIGINT_MAX",
@@ -28,6 +29,9 @@ __all__ = [
     "duration",
     "integer",
     "job_id",
+    "max_attempts",
+    "member",
+    "priority",
     "queue_name",
     "queue_name_problem",
     "schema_name_problem",
@@ -35,6 +39,8 @@ __all__ = [
 
 #: How a caller names the error to raise: an exception class taking a message.
 ErrorType = Callable[[str], Exception]
+
+E = TypeVar("E", bound=enum.Enum)
 
 #: The largest value of a Postgres bigint: job ids, and the limits sent with them.
 BIGINT_MAX = 2**63 - 1
@@ -63,6 +69,15 @@ def _got(value: object) -> str:
     return f"{shown} (a {type(value).__name__})"
 
 
+def _reject(
+    name: str, value: object, error: ErrorType, rule: str, none: str | None, hint: str
+) -> NoReturn:
+    """Raise `error` saying what `name` must be (None too, when `none` allows it)."""
+    if none is not None:
+        rule += f", or None {none}"
+    raise error(f"{name} must be {rule}; got {_got(value)}{hint}")
+
+
 def _seconds(value: object) -> float | None:
     """`value` as a finite float, or None when it is not a finite number."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -87,7 +102,7 @@ def duration(
     error: ErrorType,
     *,
     at_least: float | None = None,
-    none: str,
+    none: str | None,
     hint: str = "",
 ) -> float | None: ...
 
@@ -125,8 +140,7 @@ def duration(
         bound = "0 or more"
     else:
         bound = f"at least {at_least:g}"
-    rule = f"a finite number of seconds, {bound}" + ("" if none is None else f", or None {none}")
-    raise error(f"{name} must be {rule}; got {_got(value)}{hint}")
+    _reject(name, value, error, f"a finite number of seconds, {bound}", none, hint)
 
 
 @overload
@@ -149,7 +163,7 @@ def integer(
     *,
     minimum: int = 1,
     maximum: int | None = None,
-    none: str,
+    none: str | None,
     hint: str = "",
 ) -> int | None: ...
 
@@ -193,14 +207,48 @@ def integer(
         rule = f"an int from {minimum:,} to 2**63 - 1"
     else:
         rule = f"an int from {minimum:,} to {maximum:,}"
-    if none is not None:
-        rule += f", or None {none}"
-    raise error(f"{name} must be {rule}; got {_got(value)}{hint}")
+    _reject(name, value, error, rule, none, hint)
 
 
 def job_id(value: object, error: ErrorType, name: str = "job id") -> int:
     """Check a job id: a positive int that fits river_job.id (a bigint)."""
     return integer(name, value, error, maximum=BIGINT_MAX)
+
+
+def member(
+    name: str,
+    value: object,
+    kind: type[E],
+    error: ErrorType,
+    *,
+    what: str,
+    shown: Iterable[E] | None = None,
+) -> E:
+    """Check a member of the enum `kind`, given as itself or as its value.
+
+    Args:
+        name: The field, as the message names it.
+        value: What the caller passed.
+        kind: The enum.
+        error: The exception class to raise.
+        what: What a member is, for the message (``"a job state"``).
+        shown: The members the message lists, in that order; default all of them.
+    """
+    try:
+        return kind(value)
+    except ValueError:
+        valid = ", ".join(str(m.value) for m in (kind if shown is None else shown))
+        raise error(f"{name}: {value!r} is not {what} (one of {valid})") from None
+
+
+def priority(value: object, error: ErrorType) -> int:
+    """Check a job priority: an int from 1 (first) to 4, as River allows."""
+    return integer("priority", value, error, minimum=MIN_PRIORITY, maximum=MAX_PRIORITY)
+
+
+def max_attempts(value: object, error: ErrorType) -> int:
+    """Check a job's max attempts: an int from 1 to 32,767 (a smallint column)."""
+    return integer("max_attempts", value, error, maximum=MAX_ATTEMPTS)
 
 
 def queue_name_problem(value: object) -> str | None:

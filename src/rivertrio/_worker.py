@@ -12,14 +12,16 @@ from typing import Any, Final, Generic, Literal, TypeVar
 
 from ._args import Job, JobArgs
 from ._exceptions import ConfigError, InvalidInputError
+
+# The executor still imports these two from here; they live in _exceptions.
+from ._exceptions import JobCancel as JobCancel
+from ._exceptions import JobSnooze as JobSnooze
 from ._hooks import Middleware
 from ._middleware import sort_middleware
 from ._validate import duration
 
 __all__ = [
     "DEFAULT_TIMEOUT",
-    "JobCancel",
-    "JobSnooze",
     "Worker",
     "Workers",
     "resolve_timeout",
@@ -38,37 +40,6 @@ class _DefaultTimeout(enum.Enum):
 
 #: Returned by `Worker.timeout` to mean "use the config's ``job_timeout``".
 DEFAULT_TIMEOUT: Final = _DefaultTimeout.DEFAULT_TIMEOUT
-
-
-class JobCancel(Exception):
-    """Raise from `Worker.work` to cancel the job for good: it is never retried.
-
-    Args:
-        reason: Why; recorded in the job's errors.
-    """
-
-    def __init__(self, reason: str | BaseException = "") -> None:
-        super().__init__(str(reason) if isinstance(reason, BaseException) else reason)
-        self.reason = reason
-
-
-class JobSnooze(Exception):
-    """Raise from `Worker.work` to run the job again later without using an attempt.
-
-    The job becomes ``scheduled`` (``available`` at once for 5 s or less) and its
-    ``metadata.snoozes`` counts up.
-
-    Args:
-        seconds: How long from now; 0 or more.
-
-    Raises:
-        InvalidInputError: `seconds` is negative, not finite or not a number.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        checked = duration("JobSnooze seconds", seconds, InvalidInputError, at_least=0)
-        super().__init__(f"snoozed for {seconds} s")
-        self.seconds = checked
 
 
 class Worker(abc.ABC, Generic[ArgsT]):

@@ -30,7 +30,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._args import InsertOpts, JobArgs, encode_args
-from ._driver._flow import (
+from ._driver._topics import CONTROL_TOPIC, INSERT_TOPIC
+from ._driver._workflow import (
     set_dependency_ids,
     task_outputs,
     workflow_cancel,
@@ -38,7 +39,6 @@ from ._driver._flow import (
     workflow_retry,
     workflow_tasks,
 )
-from ._driver._topics import CONTROL_TOPIC, INSERT_TOPIC
 from ._exceptions import InvalidInputError, NotFoundError
 from ._flow import WAIT_KEY, WORKFLOW_KEY, stamp
 from ._insert import DEFAULT_QUEUE

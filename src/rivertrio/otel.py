@@ -46,11 +46,10 @@ except ImportError as exc:  # pragma: no cover (the extra is installed for the t
         "rivertrio.otel needs the OpenTelemetry API: pip install 'rivertrio[otel]'"
     ) from exc
 
-from ._exceptions import ConfigError
+from ._exceptions import ConfigError, JobCancel, JobSnooze
 from ._hooks import JobInsertParams, Middleware, QueueStats
 from ._job import InsertResult, JobRow
 from ._validate import duration
-from ._worker import JobCancel, JobSnooze
 
 __all__ = ["METADATA_TRACE_CONTEXT", "OpenTelemetryMiddleware"]
 

@@ -17,6 +17,7 @@ import rivertrio
 from rivertrio import EventKind, JobState
 from rivertrio._driver import Driver
 from support.common import (
+    Blocker,
     Noop,
     Task,
     config,
@@ -158,16 +159,10 @@ async def test_stop_after_100_events_with_a_subscriber(
 async def test_stop_and_cancel_cancels_running_jobs(
     database_url: str, migrated_schema: str, driver: Driver
 ) -> None:
-    started = trio.Event()
-
-    async def work(job: rivertrio.Job[Task]) -> None:
-        started.set()
-        await trio.sleep_forever()
-
-    async with running(config(migrated_schema, workers=task_workers(work)), database_url) as c:
+    blocker = Blocker()
+    async with running(config(migrated_schema, workers=blocker.workers()), database_url) as c:
         res = await c.insert(Task())
-        with trio.fail_after(10):
-            await started.wait()
+        await blocker.wait_started()
         with trio.fail_after(10):
             await c.stop_and_cancel()
         assert not c.started
@@ -184,20 +179,10 @@ async def test_stop_and_cancel_never_started(driver: Driver, migrated_schema: st
 async def test_stop_then_stop_and_cancel(
     database_url: str, migrated_schema: str, driver: Driver
 ) -> None:
-    started = trio.Event()
-    cancelled = trio.Event()
-
-    async def work(job: rivertrio.Job[Task]) -> None:
-        started.set()
-        try:
-            await trio.sleep_forever()
-        finally:
-            cancelled.set()
-
-    async with running(config(migrated_schema, workers=task_workers(work)), database_url) as c:
+    blocker = Blocker()
+    async with running(config(migrated_schema, workers=blocker.workers()), database_url) as c:
         await c.insert(Task())
-        with trio.fail_after(10):
-            await started.wait()
+        await blocker.wait_started()
         soft_returned = trio.Event()
         async with trio.open_nursery() as nursery:
 
@@ -210,24 +195,18 @@ async def test_stop_then_stop_and_cancel(
             assert not soft_returned.is_set()
             with trio.fail_after(10):
                 await c.stop_and_cancel()
-        assert cancelled.is_set()
+        assert blocker.cancelled
         assert soft_returned.is_set()
 
 
 async def test_soft_stop_timeout_cancels_after_it(
     database_url: str, migrated_schema: str, driver: Driver
 ) -> None:
-    started = trio.Event()
-
-    async def work(job: rivertrio.Job[Task]) -> None:
-        started.set()
-        await trio.sleep_forever()
-
-    cfg = config(migrated_schema, workers=task_workers(work), soft_stop_timeout=0.1)
+    blocker = Blocker()
+    cfg = config(migrated_schema, workers=blocker.workers(), soft_stop_timeout=0.1)
     async with running(cfg, database_url) as c:
         res = await c.insert(Task())
-        with trio.fail_after(10):
-            await started.wait()
+        await blocker.wait_started()
         t0 = trio.current_time()
         with trio.fail_after(10):
             await c.stop()
@@ -239,20 +218,14 @@ async def test_soft_stop_timeout_cancels_after_it(
 async def test_leaving_open_client_by_an_exception_is_a_hard_stop(
     database_url: str, migrated_schema: str, driver: Driver
 ) -> None:
-    started = trio.Event()
-
-    async def work(job: rivertrio.Job[Task]) -> None:
-        started.set()
-        await trio.sleep_forever()  # a soft stop would wait for it forever
-
-    cfg = config(migrated_schema, workers=task_workers(work))
+    blocker = Blocker()  # its job never ends: a soft stop would wait for it forever
+    cfg = config(migrated_schema, workers=blocker.workers())
     inserted: list[int] = []
 
     async def fail_while_the_job_runs() -> None:
         async with running(cfg, database_url) as c:
             inserted.append((await c.insert(Task())).job.id)
-            with trio.fail_after(10):
-                await started.wait()
+            await blocker.wait_started()
             raise KeyError("the block's own error")
 
     with pytest.raises(KeyError, match="the block's own error"):
@@ -369,20 +342,15 @@ async def test_enclosing_scope_cancelled_with_a_subscriber_inside(
     database_url: str, migrated_schema: str, driver: Driver
 ) -> None:
     """The subscriber lives inside the cancelled scope too: nothing raises from the library."""
-    started = trio.Event()
-
-    async def work(job: rivertrio.Job[Task]) -> None:
-        started.set()
-        await trio.sleep_forever()
-
-    cfg = config(migrated_schema, workers=task_workers(work))
+    blocker = Blocker()
+    cfg = config(migrated_schema, workers=blocker.workers())
     with trio.fail_after(30), trio.CancelScope() as outer:
         async with (
             rivertrio.open_client(cfg, database_url=database_url) as client,
             client.subscribe(*EventKind) as events,
         ):
             await client.insert_many([Task()] * 3)
-            await started.wait()
+            await blocker.wait_started()
             outer.cancel()
             async for _ in events:
                 pass

@@ -11,7 +11,17 @@ import trio
 import rivertrio
 from rivertrio import EventKind, JobState
 from rivertrio._driver import Driver
-from support.common import Noop, Task, config, events_until, next_event, row, running, task_workers
+from support.common import (
+    Noop,
+    Task,
+    config,
+    events_until,
+    next_event,
+    row,
+    running,
+    states,
+    task_workers,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -391,13 +401,7 @@ async def test_never_more_running_than_max_workers(
         await client.insert_many([Task(n=i) for i in range(10)])
         with trio.fail_after(10):
             await five.wait()
-        counts = {
-            r["state"]: r["count"]
-            for r in await driver.fetch(
-                "SELECT state::text, count(*) FROM /*schema*/river_job GROUP BY state"
-            )
-        }
-        assert counts == {"running": 5, "available": 5}
+        assert await states(driver) == {"running": 5, "available": 5}
         release.set()
 
 

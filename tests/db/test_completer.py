@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -25,9 +26,9 @@ from support.completion import (
 HOUR = 3600.0
 
 
-async def run_to_end(completer: Completer, items: list[Any]) -> list[list[Event]]:
+async def run_to_end(completer: Completer, items: list[Any]) -> list[Sequence[Event]]:
     """Start the completer, hand it ``items`` at once, stop it; return its output batches."""
-    batches: list[list[Event]] = []
+    batches: list[Sequence[Event]] = []
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             await nursery.start(completer.run)
@@ -37,7 +38,7 @@ async def run_to_end(completer: Completer, items: list[Any]) -> list[list[Event]
     return batches
 
 
-def flat(batches: list[list[Event]]) -> list[Event]:
+def flat(batches: list[Sequence[Event]]) -> list[Event]:
     return [event for batch in batches for event in batch]
 
 
@@ -263,7 +264,7 @@ async def test_full_backlog_makes_senders_wait(driver: Driver) -> None:
     faulty.gate = trio.Event()
     completer = Completer(faulty, backlog=2, **FAST)
     sent = trio.Event()
-    batches: list[list[Event]] = []
+    batches: list[Sequence[Event]] = []
 
     async def job_task() -> None:
         await completer.input.send(outcome(rows[3], OutcomeKind.COMPLETED))
@@ -338,7 +339,7 @@ async def test_row_finished_concurrently_is_reported_as_it_is_now(
 ) -> None:
     [row] = await insert_running(driver)
     completer = Completer(driver, **FAST)
-    batches: list[list[Event]] = []
+    batches: list[Sequence[Event]] = []
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             await nursery.start(completer.run)
@@ -410,7 +411,7 @@ async def test_cancelling_the_enclosing_scope_does_not_end_it_while_a_clone_is_o
     """Outcomes sent after the caller's cancellation still persist."""
     rows = await insert_running(driver, 3)
     completer = Completer(driver, **FAST)
-    batches: list[list[Event]] = []
+    batches: list[Sequence[Event]] = []
     cancelled = trio.Event()
     still_running: list[bool] = []
 
@@ -445,7 +446,7 @@ async def test_each_run_gets_fresh_channels(driver: Driver) -> None:
     completer = Completer(driver, **FAST)
     inputs = []
     for row in rows:
-        batches: list[list[Event]] = []
+        batches: list[Sequence[Event]] = []
         async with trio.open_nursery() as nursery:
             await nursery.start(completer.run)
             inputs.append(completer.input)

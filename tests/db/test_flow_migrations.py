@@ -8,18 +8,21 @@ one that never had it.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import trio
 
+import rivertrio
 from rivertrio import MigrationError, migrate, migrate_get, migrate_list, migrate_validate
 from rivertrio._driver import open_driver
 from rivertrio._driver._flow_migrations import FLOW_LATEST_VERSION, FLOW_LINE
 from rivertrio._driver._migrations import LATEST_VERSION
 from support.catalog import read_catalog
 from support.cli import invoke
+from support.schemas import new_schema
 
 FLOW_VERSIONS = tuple(range(1, FLOW_LATEST_VERSION + 1))
 MAIN_VERSIONS = tuple(range(1, LATEST_VERSION + 1))
@@ -40,14 +43,8 @@ async def lines(url: str, schema: str) -> list[tuple[str, int]]:
 
 @pytest.fixture
 async def other_schema(database_url: str) -> AsyncIterator[str]:
-    name = f"rt_{uuid.uuid4().hex[:16]}"
-    async with open_driver(database_url) as admin:
-        await admin.execute(f'CREATE SCHEMA "{name}"')
-    try:
+    async with new_schema(database_url) as name:
         yield name
-    finally:
-        async with open_driver(database_url) as admin:
-            await admin.execute(f'DROP SCHEMA "{name}" CASCADE')
 
 
 async def test_up_installs_the_line_after_main(database_url: str, empty_schema: str) -> None:
@@ -193,3 +190,66 @@ async def test_the_command_line_takes_the_line(database_url: str, empty_schema: 
     unknown = await invoke("migrate", "up", "--line", "pro", *common)
     assert unknown.exit_code == 1
     assert "migration line does not exist: 'pro'" in unknown.output
+
+
+@dataclass
+class Call(rivertrio.JobArgs, kind="flow_line_call"):
+    n: int = 0
+
+
+RATED = {"api": rivertrio.FlowControl(rate=rivertrio.RateLimit(limit=5, period=1.0))}
+
+
+def _rated_config(schema: str, queues: list[str], worked: trio.Event) -> rivertrio.Config:
+    workers = rivertrio.Workers()
+
+    @workers.register(Call)
+    async def call(job: rivertrio.Job[Call]) -> None:
+        worked.set()
+
+    return rivertrio.Config(
+        schema=schema,
+        workers=workers,
+        queues={name: rivertrio.QueueConfig(max_workers=2) for name in queues},
+        flow=RATED,
+        fetch_poll_interval=0.05,
+    )
+
+
+async def test_a_client_refuses_flow_queues_on_a_schema_without_the_line(
+    database_url: str, empty_schema: str
+) -> None:
+    await migrate(database_url, schema=empty_schema, line="main")
+    # Inserting into a flow-controlled queue needs none of the line's objects.
+    async with rivertrio.open_client(
+        rivertrio.Config(schema=empty_schema, flow=RATED), database_url=database_url
+    ) as inserter:
+        job = (await inserter.insert(Call(), rivertrio.InsertOpts(queue="api"))).job
+    worked = trio.Event()
+    config = _rated_config(empty_schema, ["api"], worked)
+    fix = r"rivertrio migrate up"
+    with pytest.raises(
+        MigrationError, match=rf"queue 'api' is flow-controlled .*lacks rivertrio_flow_start.*{fix}"
+    ):
+        async with rivertrio.open_client(config, database_url=database_url):
+            pytest.fail("the client started")
+    async with open_driver(database_url, schema=empty_schema) as driver:
+        row = await driver.fetchrow(
+            "SELECT state::text AS state, attempt FROM /*schema*/river_job WHERE id = $1", job.id
+        )
+        assert row is not None
+        # Refused before anything was fetched: the job is still held, never attempted.
+        assert (row["state"], row["attempt"]) == ("pending", 0)
+
+        # A queue added to a running client is checked the same way.
+        plain = _rated_config(empty_schema, ["plain"], trio.Event())
+        async with rivertrio.open_client(plain, database_url=database_url) as client:
+            with pytest.raises(MigrationError, match=rf"queue 'api' is flow-controlled .*{fix}"):
+                await client.queues.add("api", rivertrio.QueueConfig(max_workers=1))
+        assert not worked.is_set()
+
+        # With the line installed, the same configuration starts and works the job.
+        await migrate(database_url, schema=empty_schema, line=FLOW_LINE)
+        async with rivertrio.open_client(config, database_url=database_url):
+            with trio.fail_after(10):
+                await worked.wait()

@@ -25,9 +25,9 @@ from riverqueue.driver import riversqlalchemy
 
 import rivertrio
 from rivertrio import DatabaseError, EventKind, InsertOpts, InvalidInputError, UniqueOpts
-from rivertrio._driver import Driver, Listener
+from rivertrio._driver import Driver
 from rivertrio.aio import AsyncInsertClient, open_insert_client
-from support.common import config, events_until, running
+from support.common import config, events_until, next_payload, open_listener, running
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -197,19 +197,6 @@ async def test_riverqueue_unique_insert_fails_on_this_schema(
 # --- transactions: the jobs and their notification commit with the caller's ---
 
 
-async def open_insert_listener(driver: Driver) -> Listener:
-    listener = await driver.open_listener()
-    await listener.listen("river_insert")
-    return listener
-
-
-async def next_payload(listener: Listener) -> dict[str, Any]:
-    with trio.fail_after(10):
-        note = await listener.receive.receive()
-    payload: dict[str, Any] = json.loads(note.payload)
-    return payload
-
-
 async def count_jobs(driver: Driver) -> int:
     return int(await driver.fetchval("SELECT count(*) FROM /*schema*/river_job"))
 
@@ -217,7 +204,7 @@ async def count_jobs(driver: Driver) -> int:
 async def test_rendered_insert_commits_with_the_callers_transaction(
     database_url: str, migrated_schema: str, driver: Driver
 ) -> None:
-    listener = await open_insert_listener(driver)
+    listener = await open_listener(driver, "river_insert")
     try:
 
         def rolled_back_then_committed() -> None:
@@ -241,7 +228,7 @@ async def test_rendered_insert_commits_with_the_callers_transaction(
 async def test_asyncio_tx_forms_commit_with_the_callers_transaction(
     database_url: str, migrated_schema: str, driver: Driver
 ) -> None:
-    listener = await open_insert_listener(driver)
+    listener = await open_listener(driver, "river_insert")
     try:
 
         async def main() -> None:

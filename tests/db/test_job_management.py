@@ -14,7 +14,7 @@ import rivertrio
 from rivertrio import EventKind, InsertOpts, JobState
 from rivertrio._driver import Driver, Tx
 from rivertrio._params import JobDeleteManyParams, JobListCursor, JobListParams
-from support.common import Noop, Task, config, next_event, row, running, task_workers
+from support.common import Blocker, Noop, Task, config, next_event, row, running, task_workers
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -42,26 +42,6 @@ async def rolled_back(client: rivertrio.Client, body: Callable[[Tx], Awaitable[N
 
 RUNNING = "state = 'running', attempt = attempt + 1, attempted_at = now()"
 COMPLETED = "state = 'completed', attempt = 1, attempted_at = now(), finalized_at = now()"
-
-
-class Blocker:
-    """A worker that blocks until cancelled, and records that it was."""
-
-    def __init__(self) -> None:
-        self.started = trio.Event()
-        self.cancelled = False
-
-    async def work(self, job: rivertrio.Job[Task]) -> None:
-        self.started.set()
-        try:
-            await trio.sleep_forever()
-        except trio.Cancelled:
-            self.cancelled = True
-            raise
-
-    async def wait_started(self) -> None:
-        with trio.fail_after(10):
-            await self.started.wait()
 
 
 # -- 65 --

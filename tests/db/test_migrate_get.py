@@ -16,6 +16,7 @@ from rivertrio import migrate, migrate_get, migrate_list, migrate_validate
 from rivertrio._driver import open_driver, quote_ident
 from rivertrio._driver._migrations import LATEST_VERSION
 from support.catalog import read_catalog
+from support.schemas import new_schema
 
 ALL = tuple(range(1, LATEST_VERSION + 1))
 
@@ -23,16 +24,8 @@ ALL = tuple(range(1, LATEST_VERSION + 1))
 @pytest.fixture
 async def other_schema(database_url: str) -> AsyncIterator[str]:
     """A second empty schema, its name in need of quoting (mixed case, a space, a quote)."""
-    name = f'rt_{uuid.uuid4().hex[:12]} Get "B"'
-    async with open_driver(database_url) as admin:
-        await admin.execute(f"CREATE SCHEMA {quote_ident(name)}")
-    try:
+    async with new_schema(database_url, f'rt_{uuid.uuid4().hex[:12]} Get "B"') as name:
         yield name
-    finally:
-        async with open_driver(database_url) as admin:
-            await admin.execute(
-                f"SET lock_timeout = '10s'; DROP SCHEMA {quote_ident(name)} CASCADE"
-            )
 
 
 async def catalog(database_url: str, schema: str) -> dict[str, Any]:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
-import trio
 
 import rivertrio
 from rivertrio import InvalidInputError, NotFoundError
-from rivertrio._driver import Driver, Listener
+from rivertrio._driver import Driver
 from support.cli import invoke
-from support.common import config, running
+from support.common import config, next_payload, open_listener, running
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -26,24 +24,11 @@ async def make_queue(driver: Driver, name: str, metadata: str = "{}") -> None:
     )
 
 
-async def open_control_listener(driver: Driver) -> Listener:
-    listener = await driver.open_listener()
-    await listener.listen("river_control")
-    return listener
-
-
-async def next_payload(listener: Listener) -> dict[str, Any]:
-    with trio.fail_after(10):
-        note = await listener.receive.receive()
-    payload: dict[str, Any] = json.loads(note.payload)
-    return payload
-
-
 async def test_metadata_is_replaced_and_clients_are_told(
     database_url: str, migrated_schema: str, driver: Driver
 ) -> None:
     await make_queue(driver, "reports", '{"owner":"ops","tier":1}')
-    listener = await open_control_listener(driver)
+    listener = await open_listener(driver, "river_control")
     try:
         async with running(rivertrio.Config(schema=migrated_schema), database_url) as client:
             before = await client.queue_get("reports")

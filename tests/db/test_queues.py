@@ -15,7 +15,17 @@ from rivertrio import EventKind, JobState
 from rivertrio._driver import Driver, Tx
 from rivertrio._notifier import Notifier
 from rivertrio._producer import Producer
-from support.common import Noop, Task, config, events_until, next_event, row, running, task_workers
+from support.common import (
+    Blocker,
+    Noop,
+    Task,
+    config,
+    events_until,
+    next_event,
+    row,
+    running,
+    task_workers,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -429,32 +439,20 @@ async def test_poll_only_works_jobs_and_follows_pause_and_resume(
 async def _cancel_running_in_poll_only(
     database_url: str, schema: str, driver: Driver, *, from_other_client: bool
 ) -> None:
-    started = trio.Event()
-    saw_cancel = False
-
-    async def work(job: rivertrio.Job[Task]) -> None:
-        nonlocal saw_cancel
-        started.set()
-        try:
-            await trio.sleep_forever()
-        except trio.Cancelled:
-            saw_cancel = True
-            raise
-
-    cfg = config(schema, workers=task_workers(work), poll_only=True)
+    blocker = Blocker()
+    cfg = config(schema, workers=blocker.workers(), poll_only=True)
     async with (
         running(cfg, database_url) as client,
         running(insert_only(schema, poll_only=True), database_url) as admin,
         client.subscribe(*EventKind) as events,
     ):
         res = await client.insert(Task())
-        with trio.fail_after(10):
-            await started.wait()
+        await blocker.wait_started()
         canceller = admin if from_other_client else client
         marked = await canceller.job_cancel(res.job.id)
         assert marked.state == JobState.RUNNING
         event = await next_event(events)
-    assert saw_cancel
+    assert blocker.cancelled
     assert event.kind == EventKind.JOB_CANCELLED
     stored = await row(driver, res.job.id)
     assert stored.state == JobState.CANCELLED

@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import pytest
 import trio
 
 import rivertrio
-from rivertrio._driver import Driver, Listener
-from support.common import config, replace, running
+from rivertrio._driver import Driver
+from support.common import config, next_payload, open_listener, replace, running
 
 pytestmark = pytest.mark.timeout(60)
-
-
-async def open_leadership_listener(driver: Driver) -> Listener:
-    listener = await driver.open_listener()
-    await listener.listen("river_leadership")
-    return listener
-
-
-async def next_payload(listener: Listener) -> dict[str, Any]:
-    with trio.fail_after(10):
-        note = await listener.receive.receive()
-    payload: dict[str, Any] = json.loads(note.payload)
-    return payload
 
 
 async def test_any_client_can_make_the_leader_resign(
     database_url: str, migrated_schema: str, driver: Driver
 ) -> None:
-    listener = await open_leadership_listener(driver)
+    listener = await open_listener(driver, "river_leadership")
     try:
         async with (
             running(config(migrated_schema), database_url) as leader,
@@ -61,7 +45,7 @@ async def test_a_poll_only_leader_hears_its_own_request(
 async def test_the_request_is_sent_when_the_transaction_commits(
     database_url: str, migrated_schema: str, driver: Driver
 ) -> None:
-    listener = await open_leadership_listener(driver)
+    listener = await open_listener(driver, "river_leadership")
     try:
         async with running(rivertrio.Config(schema=migrated_schema), database_url) as client:
 

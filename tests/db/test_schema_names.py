@@ -21,11 +21,12 @@ import trio
 import rivertrio
 from rivertrio import ConfigError, EventKind
 from rivertrio._cli.migrate import migrate as migrate_cli
-from rivertrio._driver import open_driver, quote_ident
+from rivertrio._driver import open_driver
 from rivertrio._driver._migrations import LATEST_VERSION
 from rivertrio._driver._topics import INSERT_TOPIC, MAX_SCHEMA_BYTES
 from support.catalog import read_catalog
 from support.common import Noop, config, next_event, running
+from support.schemas import new_schema
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -61,15 +62,8 @@ async def decoy_url(database_url: str) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def odd_schema(database_url: str, odd_name: str) -> AsyncIterator[str]:
-    async with open_driver(database_url) as admin:
-        await admin.execute(f"CREATE SCHEMA {quote_ident(odd_name)}")
-    try:
-        yield odd_name
-    finally:
-        async with open_driver(database_url) as admin:
-            await admin.execute(
-                f"SET lock_timeout = '10s'; DROP SCHEMA {quote_ident(odd_name)} CASCADE"
-            )
+    async with new_schema(database_url, odd_name) as name:
+        yield name
 
 
 async def catalog(database_url: str, schema: str) -> dict[str, Any]:

@@ -435,7 +435,7 @@ def test_bad_settings_are_refused_before_anything_opens() -> None:
 async def test_counts_past_the_cap_come_from_a_full_count(
     database_url: str, migrated_schema: str, driver: Driver
 ) -> None:
-    cap = rivertrio.ui._queries.COUNT_CAP
+    cap = rivertrio.ui._overview.COUNT_CAP
     await driver.execute(
         "INSERT INTO /*schema*/river_job (state, max_attempts, finalized_at, kind, args) "
         "SELECT 'completed', 25, now(), 'bulk', '{}' FROM generate_series(1, $1::int)",

@@ -29,6 +29,7 @@ import trio
 import rivertrio
 from rivertrio._driver import Driver
 from rivertrio._maintenance._rescuer import RESCUED_ERROR
+from support.common import states as job_states
 from support.load import (
     Child,
     Sleepy,
@@ -114,12 +115,7 @@ async def test_sigkilled_worker_process_loses_no_job(
         leader = await driver.fetchrow("SELECT leader_id, elected_at FROM /*schema*/river_leader")
         await stop_gracefully(survivors)
 
-    states = {
-        r["state"]: r["count"]
-        for r in await driver.fetch(
-            "SELECT state::text, count(*) FROM /*schema*/river_job GROUP BY state"
-        )
-    }
+    states = await job_states(driver)
     runs = await driver.fetchrow(
         "SELECT count(*) AS runs, count(DISTINCT job_id) AS jobs FROM /*schema*/runs"
     )

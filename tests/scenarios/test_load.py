@@ -28,6 +28,7 @@ import trio
 
 import rivertrio
 from rivertrio._driver import Driver
+from support.common import states as job_states
 from support.load import (
     Memory,
     Quick,
@@ -103,12 +104,7 @@ async def test_load_no_job_lost_or_run_twice_memory_flat(
     per_process = [len(read_runs(path)) for path in runs_files]
     twice = [job_id for job_id, n in runs.items() if n > 1]
     ids = {r["id"] for r in await driver.fetch("SELECT id FROM /*schema*/river_job")}
-    states = {
-        r["state"]: r["count"]
-        for r in await driver.fetch(
-            "SELECT state::text, count(*) FROM /*schema*/river_job GROUP BY state"
-        )
-    }
+    states = await job_states(driver)
     memory = "; ".join(
         f"pid {pid}: rss {quarter[pid].rss:.0f} MiB at {JOBS // 4} jobs, "
         f"rss {end[pid].rss:.0f} / peak {end[pid].peak:.0f} MiB at {JOBS}"

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import trio
 
 import rivertrio
-from rivertrio._driver import Driver
+from rivertrio._driver import Driver, Listener
 from rivertrio._job import JobRow
 
 
@@ -52,6 +54,73 @@ def task_workers(fn: Callable[[rivertrio.Job[Task]], Awaitable[None]]) -> rivert
         pass
 
     return workers
+
+
+class Blocker:
+    """A worker of Task jobs that block until cancelled, and records that one was."""
+
+    def __init__(self) -> None:
+        self.started = trio.Event()
+        self.cancelled = False
+
+    async def work(self, job: rivertrio.Job[Task]) -> None:
+        self.started.set()
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            self.cancelled = True
+            raise
+
+    def workers(self) -> rivertrio.Workers:
+        """`task_workers` with this worker's `work`."""
+        return task_workers(self.work)
+
+    async def wait_started(self) -> None:
+        """Wait (at most 10 s) until a job has started."""
+        with trio.fail_after(10):
+            await self.started.wait()
+
+
+def running_row(**fields: Any) -> JobRow:
+    """A job row as a fetch hands it to a worker (its first attempt, kind ``k``, no
+    errors), with `fields` changed; for tests that need no database."""
+    now = datetime.now(UTC)
+    row = JobRow(
+        id=1,
+        state=rivertrio.JobState.RUNNING,
+        attempt=1,
+        max_attempts=25,
+        attempted_at=now,
+        attempted_by=["me"],
+        created_at=now,
+        finalized_at=None,
+        scheduled_at=now,
+        priority=1,
+        queue="default",
+        kind="k",
+        tags=[],
+        metadata={},
+        errors=[],
+        encoded_args="{}",
+        unique_key=None,
+        unique_states=None,
+    )
+    return dataclasses.replace(row, **fields)
+
+
+async def open_listener(driver: Driver, channel: str) -> Listener:
+    """A connection listening on `channel` (``river_insert``, say); close it with ``aclose``."""
+    listener = await driver.open_listener()
+    await listener.listen(channel)
+    return listener
+
+
+async def next_payload(listener: Listener) -> dict[str, Any]:
+    """The JSON payload of the next notification (waiting at most 10 s)."""
+    with trio.fail_after(10):
+        note = await listener.receive.receive()
+    payload: dict[str, Any] = json.loads(note.payload)
+    return payload
 
 
 async def row(driver: Driver, job_id: int) -> JobRow:

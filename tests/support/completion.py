@@ -120,7 +120,7 @@ class FaultyDriver:
 
 
 async def drain_output(
-    source: trio.MemoryReceiveChannel[list[Event]], into: list[list[Event]]
+    source: trio.MemoryReceiveChannel[Sequence[Event]], into: list[Sequence[Event]]
 ) -> None:
     """Read a completer's output until it closes, as the subscription manager would."""
     async for batch in source:

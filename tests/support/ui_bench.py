@@ -24,7 +24,7 @@ import httpx
 import trio
 
 import rivertrio
-from rivertrio.ui import _queries, create_app, serve
+from rivertrio.ui import _filter, _overview, _queries, create_app, serve
 
 SCHEMA = "rivertrio_ui_bench"
 
@@ -93,20 +93,20 @@ PAGES = [
 ]
 
 # The list reads behind the pages, for their plans.
-PLANS: list[tuple[str, _queries.Filter, str | None]] = [
-    ("newest", _queries.Filter(), None),
-    ("discarded", _queries.Filter.parse(states=["discarded"]), None),
-    ("discarded, deep page", _queries.Filter.parse(states=["discarded"]), "deep"),
-    ("pending", _queries.Filter.parse(states=["pending"]), None),
-    ("queue billing", _queries.Filter.parse(queues=["billing"]), None),
+PLANS: list[tuple[str, _filter.Filter, str | None]] = [
+    ("newest", _filter.Filter(), None),
+    ("discarded", _filter.Filter.parse(states=["discarded"]), None),
+    ("discarded, deep page", _filter.Filter.parse(states=["discarded"]), "deep"),
+    ("pending", _filter.Filter.parse(states=["pending"]), None),
+    ("queue billing", _filter.Filter.parse(queues=["billing"]), None),
     (
         "kind report + discarded",
-        _queries.Filter.parse(kinds=["report"], states=["discarded"]),
+        _filter.Filter.parse(kinds=["report"], states=["discarded"]),
         None,
     ),
-    ("args value", _queries.Filter.parse(args="user4242@example.com"), None),
-    ("args path", _queries.Filter.parse(args="customer_id=4242"), None),
-    ("args JSON + queue", _queries.Filter.parse(args='{"batch": 500}', queues=["email"]), None),
+    ("args value", _filter.Filter.parse(args="user4242@example.com"), None),
+    ("args path", _filter.Filter.parse(args="customer_id=4242"), None),
+    ("args JSON + queue", _filter.Filter.parse(args='{"batch": 500}', queues=["email"]), None),
 ]
 
 
@@ -132,17 +132,16 @@ async def fill(client: rivertrio.Client, rows: int) -> None:
 async def plans(client: rivertrio.Client, deep: int) -> None:
     print("\n## Query plans (EXPLAIN ANALYZE, BUFFERS)\n")
     reads = [
-        ("overview: counts by queue and state", _queries._COUNTS, [_queries.COUNT_CAP]),
-        ("overview: throughput per minute", _queries._THROUGHPUT, []),
-        ("overview: clients seen recently", _queries._SEEN, []),
+        ("overview: counts by queue and state", _overview._COUNTS, [_overview.COUNT_CAP]),
+        ("overview: throughput per minute", _overview._THROUGHPUT, []),
+        ("overview: clients seen recently", _overview._SEEN, []),
         ("jobs page: known kinds", _queries._KINDS, []),
     ]
     for name, filter, before in PLANS:
         sql, args = _queries.job_page_sql(filter, deep if before else None, _queries.PAGE_SIZE)
         reads.append((f"jobs page: {name}", sql, args))
     for name, sql, args in reads:
-        async with client.transaction() as tx:
-            await tx.execute(_queries._READ_SETTINGS)
+        async with _queries.reading(client) as tx:
             rows = await tx.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", *args)
         print(f"### {name}\n\n```")
         print("\n".join(r[0] for r in rows))

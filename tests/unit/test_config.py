@@ -15,16 +15,12 @@ import pytest
 
 from rivertrio import ConfigError
 from rivertrio._args import Job, JobArgs
-from rivertrio._config import (
-    Config,
-    ErrorHandlerResult,
-    PeriodicJob,
-    QueueConfig,
-    default_client_id,
-)
-from rivertrio._job import AttemptError, JobRow, JobState
+from rivertrio._config import Config, ErrorHandlerResult, QueueConfig, default_client_id
+from rivertrio._job import AttemptError, JobRow
+from rivertrio._maintenance_config import PeriodicJob
 from rivertrio._retry import MAX_RETRY_DELAY, default_retry_policy
 from rivertrio._worker import Worker, Workers
+from support.common import running_row
 
 
 @dataclass
@@ -511,26 +507,8 @@ def test_periodic_jobs_field_rules() -> None:
 
 def row_with_errors(n: int) -> JobRow:
     now = datetime.now(UTC)
-    return JobRow(
-        id=1,
-        state=JobState.RUNNING,
-        attempt=n + 1,
-        max_attempts=25,
-        attempted_at=now,
-        attempted_by=["me"],
-        created_at=now,
-        finalized_at=None,
-        scheduled_at=now,
-        priority=1,
-        queue="default",
-        kind="k",
-        tags=[],
-        metadata={},
-        errors=[AttemptError(at=now, attempt=i + 1, error="boom", trace="") for i in range(n)],
-        encoded_args="{}",
-        unique_key=None,
-        unique_states=None,
-    )
+    errors = [AttemptError(at=now, attempt=i + 1, error="boom", trace="") for i in range(n)]
+    return running_row(attempt=n + 1, errors=errors)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5])

@@ -213,7 +213,7 @@ def test_by_state_missing_required_states_names_them() -> None:
 
 
 def test_by_state_rejects_non_states() -> None:
-    with pytest.raises(InvalidInputError, match="'done', which is not a job state"):
+    with pytest.raises(InvalidInputError, match=r"UniqueOpts\.by_state: 'done' is not a job state"):
         UniqueOpts(by_state=["available", "pending", "running", "scheduled", "done"])
     with pytest.raises(InvalidInputError, match="collection of job states"):
         UniqueOpts(by_state="available")

@@ -21,7 +21,8 @@ import pytest
 import rivertrio
 from rivertrio import Config, InsertOpts, JobArgs, UniqueOpts
 from rivertrio._insert import prepare_job
-from rivertrio._unique import unique_fields, unique_key, unique_key_string
+from rivertrio._unique import unique_key, unique_key_string
+from rivertrio._unique_fields import unique_fields
 
 NOW = datetime(2026, 9, 24, 12, 34, 56, 789000, tzinfo=UTC)
 

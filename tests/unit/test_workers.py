@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 import pytest
 
 from rivertrio import ConfigError, InvalidInputError
 from rivertrio._args import Job, JobArgs
-from rivertrio._job import JobRow, JobState
 from rivertrio._worker import (
     DEFAULT_TIMEOUT,
     JobCancel,
@@ -20,6 +18,7 @@ from rivertrio._worker import (
     Workers,
     resolve_timeout,
 )
+from support.common import running_row
 
 
 @dataclass
@@ -60,27 +59,7 @@ class Unparametrised(Worker):  # type: ignore[type-arg]
 
 
 def make_job(args: JobArgs) -> Job[Any]:
-    now = datetime.now(UTC)
-    row = JobRow(
-        id=1,
-        state=JobState.RUNNING,
-        attempt=1,
-        max_attempts=25,
-        attempted_at=now,
-        attempted_by=["me"],
-        created_at=now,
-        finalized_at=None,
-        scheduled_at=now,
-        priority=1,
-        queue="default",
-        kind=type(args).kind,
-        tags=[],
-        metadata={},
-        errors=[],
-        encoded_args=json.dumps(args.to_json()),
-        unique_key=None,
-        unique_states=None,
-    )
+    row = running_row(kind=type(args).kind, encoded_args=json.dumps(args.to_json()))
     return Job.from_row(row, args)
 
 

@@ -15,6 +15,7 @@ import trio
 from .._client import Client, open_client
 from .._config import Config
 from .._exceptions import RivertrioError
+from .._util import relative_time
 from .._validate import schema_name_problem
 from ..embedded import DATABASE_URL_ENV
 
@@ -187,17 +188,7 @@ def format_time(value: datetime | None, *, short: bool = False) -> str:
     """A time as ``2026-01-02 15:04:05 (3m ago)`` in UTC; `short`: only ``3m ago``."""
     if value is None:
         return "-"
-    delta = (value - datetime.now(UTC)).total_seconds()
-    span = abs(delta)
-    if span < 60:
-        ago = f"{span:.0f}s"
-    elif span < 3600:
-        ago = f"{span / 60:.0f}m"
-    elif span < 86400:
-        ago = f"{span / 3600:.0f}h"
-    else:
-        ago = f"{span / 86400:.0f}d"
-    when = "in " + ago if delta > 0 else ago + " ago"
+    when = relative_time(value, datetime.now(UTC))
     if short:
         return when
     return f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S} ({when})"

@@ -26,9 +26,10 @@ from .._client import Client, open_client
 from .._config import Config, QueueConfig
 from .._driver import Driver, describe_url, open_driver, quote_ident
 from .._events import Event, EventKind
+from .._exceptions import JobSnooze
 from .._job import JobRow
 from .._migrate import migrate
-from .._worker import JobSnooze, Workers
+from .._worker import Workers
 from ..embedded import resolve_database_url
 from ._common import database_url_option, fail, run_trio, schema_option
 

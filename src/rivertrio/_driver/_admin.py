@@ -19,6 +19,7 @@ import asyncpg
 from ._sql import J_JOB_COLUMNS, JOB_COLUMNS, qualify
 
 __all__ = [
+    "CANCEL_LOCKED",
     "job_cancel",
     "job_delete",
     "job_delete_many",
@@ -84,19 +85,17 @@ class JobDeleteQuery(JobFilter, Protocol):
 
 JOB_GET = f"SELECT {JOB_COLUMNS} FROM /*schema*/river_job WHERE id = $1"
 
-# River's shape: lock the row, change it if its state allows, and return it
-# either way (the main query's read of river_job sees the row as it was before
-# this statement, which is the row as stored when nothing changed).
-JOB_CANCEL = f"""
-WITH locked AS (
-    SELECT id, state FROM /*schema*/river_job WHERE id = $1 FOR UPDATE
-),
+#: The cancellation of the rows of a CTE ``locked`` (their id and state, locked
+#: FOR UPDATE), as two CTEs, ``updated`` (the rows changed) and ``notified``: a
+#: finished row is left as it is; any other is marked ``cancel_attempted_at``
+#: and becomes ``cancelled`` now, except a running one, which is left to the
+#: producer running it, told on the control channel ``$2``. The mark makes its
+#: end, whatever it is but completion, a cancellation, and tells the rescuer not
+#: to retry it. `job_cancel` and `workflow_cancel` both cancel this way.
+CANCEL_LOCKED = f"""
 updated AS (
     UPDATE /*schema*/river_job AS j
     SET
-        -- A running job is left to the producer running it (told below); the
-        -- mark makes its end, whatever it is but completion, a cancellation, and
-        -- tells the rescuer not to retry it.
         state = CASE WHEN j.state = 'running' THEN j.state ELSE 'cancelled' END,
         finalized_at = CASE WHEN j.state = 'running' THEN j.finalized_at ELSE now() END,
         metadata = jsonb_set(j.metadata, '{{cancel_attempted_at}}', to_jsonb(
@@ -110,7 +109,15 @@ notified AS (
         'action', 'cancel', 'job_id', id, 'queue', queue)::text) AS sent
     FROM updated
     WHERE state = 'running'
-)
+)"""
+
+# River's shape: lock the row, change it if its state allows, and return it
+# either way (the main query's read of river_job sees the row as it was before
+# this statement, which is the row as stored when nothing changed).
+JOB_CANCEL = f"""
+WITH locked AS (
+    SELECT id, state FROM /*schema*/river_job WHERE id = $1 FOR UPDATE
+),{CANCEL_LOCKED}
 SELECT *, (SELECT count(*) FROM notified) AS notified FROM updated
 UNION ALL
 SELECT {JOB_COLUMNS}, 0 FROM /*schema*/river_job

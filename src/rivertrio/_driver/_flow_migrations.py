@@ -15,25 +15,28 @@ Asyncio side, like `_migrations`: everything runs in one `Driver.run` crossing.
 
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING
 
 import asyncpg
 
-from .._exceptions import ConfigError, DatabaseError, MigrationError
+from .._exceptions import DatabaseError, MigrationError
 from ._migrations import (
-    _LOCK_CLASS,
     LINE_COLUMN_VERSION,
     Direction,
     Migration,
     SchemaState,
     Step,
+    check_target,
+    failed_step,
+    migrators_lock,
     plan,
+    plan_versions,
+    render,
     run_migrations,
     script,
 )
 from ._migrations import read_state as read_main_state
-from ._sql import qualify, quote_ident
+from ._sql import quote_ident
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -43,6 +46,7 @@ __all__ = [
     "FLOW_LINE",
     "FLOW_MIGRATIONS",
     "FlowState",
+    "missing_flow_objects",
     "plan_flow",
     "read_flow_state",
     "render_flow_step",
@@ -112,6 +116,10 @@ FLOW_MIGRATIONS: tuple[Migration, ...] = (
 
 _BY_VERSION = {m.version: m for m in FLOW_MIGRATIONS}
 
+# What a flow fetch uses of version 1: the table of starts (rate limits) and
+# the indexes that find held jobs and a sequence's head.
+_FETCH_NEEDS = ("rivertrio_flow_start", "rivertrio_flow_held_idx", "rivertrio_flow_sequence_idx")
+
 #: The newest version of the line.
 FLOW_LATEST_VERSION = FLOW_MIGRATIONS[-1].version
 
@@ -146,10 +154,7 @@ def render_flow_step(
             f"DELETE FROM /*schema*/river_migration "
             f"WHERE line = '{FLOW_LINE}' AND version = {version};"
         )
-    ddl = migration.up if direction == "up" else migration.down
-    header = f"-- rivertrio {FLOW_LINE} migration {version:03d} [{direction}]: {migration.name}"
-    sql = "\n".join(part for part in (header, ddl.strip(), book) if part) + "\n"
-    return Step(version, migration.name, direction, qualify(sql, schema))
+    return render(migration, direction, schema, f"rivertrio {FLOW_LINE}", book)
 
 
 def check_flow_target(direction: str, target_version: int | None) -> None:
@@ -158,16 +163,9 @@ def check_flow_target(direction: str, target_version: int | None) -> None:
     Raises:
         ConfigError: Not an int, or out of range; the message gives the range.
     """
-    if target_version is None:
-        return
-    if isinstance(target_version, bool) or not isinstance(target_version, int):
-        raise ConfigError(f"target_version must be an int, not {target_version!r}")
-    low = 1 if direction == "up" else 0
-    if not low <= target_version <= FLOW_LATEST_VERSION:
-        raise ConfigError(
-            f"target_version {target_version} is not a version of the {FLOW_LINE} line: "
-            f"{direction} accepts {low} to {FLOW_LATEST_VERSION}"
-        )
+    check_target(
+        direction, target_version, FLOW_LATEST_VERSION, f"a version of the {FLOW_LINE} line"
+    )
 
 
 def plan_flow(
@@ -180,25 +178,7 @@ def plan_flow(
         MigrationError: A down target is not applied.
     """
     check_flow_target(direction, target_version)
-    done = set(applied)
-    if direction == "up":
-        pending = [v for v in sorted(_BY_VERSION) if v not in done]
-        if target_version is None:
-            return pending
-        if target_version in done:
-            return []
-        return [v for v in pending if v <= target_version]
-    existing = sorted(done & set(_BY_VERSION), reverse=True)
-    if target_version is None:
-        return existing[:1]
-    if target_version == 0:
-        return existing
-    if target_version not in done:
-        raise MigrationError(
-            f"cannot migrate the {FLOW_LINE} line down to version {target_version}: "
-            "it is not applied"
-        )
-    return [v for v in existing if v > target_version]
+    return plan_versions(_BY_VERSION, applied, direction, target_version, f"the {FLOW_LINE} line ")
 
 
 async def read_flow_state(conn: asyncpg.Connection, schema: str | None) -> FlowState:
@@ -217,6 +197,27 @@ async def read_flow_state(conn: asyncpg.Connection, schema: str | None) -> FlowS
         FLOW_LINE,
     )
     return FlowState(main.schema, main_version, tuple(int(r["version"]) for r in rows))
+
+
+async def missing_flow_objects(
+    conn: asyncpg.Connection, schema: str | None
+) -> tuple[str | None, list[str]]:
+    """The schema the statements use, and which of the objects flow fetches need it lacks.
+
+    Read from the catalog, not from ``river_migration``: the objects are what
+    a fetch needs, however they were created.
+    """
+    prefix = "" if schema is None else quote_ident(schema) + "."
+    row = await conn.fetchrow(
+        "SELECT coalesce($1::text, current_schema()) AS schema, "
+        "array(SELECT n FROM unnest($2::text[]) AS n WHERE to_regclass($3 || n) IS NULL) "
+        "AS missing",
+        schema,
+        list(_FETCH_NEEDS),
+        prefix,
+    )
+    assert row is not None
+    return row["schema"], list(row["missing"])
 
 
 async def run_flow_migrations(
@@ -242,11 +243,7 @@ async def run_flow_migrations(
         if main_version is not None:
             state = FlowState(state.schema, main_version, state.applied)
         return state, _steps(state, direction, target_version, schema)
-    lock_args = (_LOCK_CLASS, schema)
-    await conn.execute(
-        "SELECT pg_advisory_lock($1, hashtext(coalesce($2::text, current_schema())))", *lock_args
-    )
-    try:
+    async with migrators_lock(conn, schema):
         state = await read_flow_state(conn, schema)
         steps = _steps(state, direction, target_version, schema)
         if steps:
@@ -255,25 +252,13 @@ async def run_flow_migrations(
             except asyncpg.PostgresError as exc:
                 if conn.is_in_transaction():
                     await conn.execute("ROLLBACK")
-                done = set((await read_flow_state(conn, schema)).applied)
-                failed = next(
-                    (s for s in steps if (s.version in done) == (s.direction == "down")), steps[0]
-                )
+                failed = failed_step(steps, set((await read_flow_state(conn, schema)).applied))
                 raise DatabaseError(
                     f"{FLOW_LINE} migration {failed.version:03d} [{failed.direction}] "
                     f"({failed.name}) failed and was rolled back: {exc.sqlstate}: {exc}",
                     sqlstate=exc.sqlstate,
                 ) from exc
         return state, steps
-    finally:
-        # As in run_migrations: best effort, the pool's reset unlocks anyway.
-        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-            if conn.is_in_transaction():
-                await conn.execute("ROLLBACK")
-            await conn.execute(
-                "SELECT pg_advisory_unlock($1, hashtext(coalesce($2::text, current_schema())))",
-                *lock_args,
-            )
 
 
 def _steps(

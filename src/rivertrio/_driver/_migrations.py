@@ -27,7 +27,7 @@ from .._exceptions import ConfigError, DatabaseError, MigrationError
 from ._sql import qualify, quote_ident
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import AsyncIterator, Iterable, Sequence
 
 __all__ = [
     "LATEST_VERSION",
@@ -39,9 +39,14 @@ __all__ = [
     "SchemaState",
     "Step",
     "check_request",
+    "check_target",
+    "failed_step",
     "migrate_up_all",
+    "migrators_lock",
     "plan",
+    "plan_versions",
     "read_state",
+    "render",
     "render_step",
     "run_migrations",
     "script",
@@ -531,10 +536,18 @@ def render_step(
         book = (
             f"DELETE FROM /*schema*/river_migration WHERE line = '{LINE}' AND version = {version};"
         )
+    return render(migration, direction, schema, f"River {LINE}", book)
+
+
+def render(
+    migration: Migration, direction: Direction, schema: str | None, line: str, book: str
+) -> Step:
+    """A version's step of either line: a header naming `line`, the DDL, then `book`
+    (its ``river_migration`` statement, or nothing)."""
     ddl = migration.up if direction == "up" else migration.down
-    header = f"-- River {LINE} migration {version:03d} [{direction}]: {migration.name}"
+    header = f"-- {line} migration {migration.version:03d} [{direction}]: {migration.name}"
     sql = "\n".join(part for part in (header, ddl.strip(), book) if part) + "\n"
-    return Step(version, migration.name, direction, qualify(sql, schema))
+    return Step(migration.version, migration.name, direction, qualify(sql, schema))
 
 
 def script(steps: Iterable[Step]) -> str:
@@ -550,15 +563,25 @@ def check_request(direction: str, target_version: int | None) -> None:
     """
     if direction not in ("up", "down"):
         raise ConfigError(f"direction must be 'up' or 'down', not {direction!r}")
+    check_target(direction, target_version, LATEST_VERSION, "a migration version")
+
+
+def check_target(direction: str, target_version: int | None, latest: int, what: str) -> None:
+    """Reject a target version a line does not have (None: no target).
+
+    Raises:
+        ConfigError: Not an int, or not from 1 (up) or 0 (down) to `latest`; the
+            message says the target is not `what` and gives the range.
+    """
     if target_version is None:
         return
     if isinstance(target_version, bool) or not isinstance(target_version, int):
         raise ConfigError(f"target_version must be an int, not {target_version!r}")
     low = 1 if direction == "up" else 0
-    if not low <= target_version <= LATEST_VERSION:
+    if not low <= target_version <= latest:
         raise ConfigError(
-            f"target_version {target_version} is not a migration version: "
-            f"{direction} accepts {low} to {LATEST_VERSION}"
+            f"target_version {target_version} is not {what}: "
+            f"{direction} accepts {low} to {latest}"
             + (" (0 removes every version)" if direction == "down" else "")
         )
 
@@ -579,7 +602,23 @@ def plan(applied: Sequence[int], direction: Direction, target_version: int | Non
         MigrationError: A down target is not applied.
     """
     check_request(direction, target_version)
-    known = set(_BY_VERSION)
+    return plan_versions(_BY_VERSION, applied, direction, target_version, "")
+
+
+def plan_versions(
+    known: Iterable[int],
+    applied: Sequence[int],
+    direction: Direction,
+    target_version: int | None,
+    line: str,
+) -> list[int]:
+    """`plan`'s rules for a line whose versions are `known` (`line`: its name and a
+    space, for messages; empty for ``main``), the target already checked.
+
+    Raises:
+        MigrationError: A down target is not applied.
+    """
+    known = set(known)
     done = set(applied)
     if direction == "up":
         pending = sorted(known - done)
@@ -595,7 +634,7 @@ def plan(applied: Sequence[int], direction: Direction, target_version: int | Non
         return existing
     if target_version not in done:
         raise MigrationError(
-            f"cannot migrate down to version {target_version}: it is not applied "
+            f"cannot migrate {line}down to version {target_version}: it is not applied "
             f"(applied: {_fmt(applied)})"
         )
     return [v for v in existing if v > target_version]
@@ -687,12 +726,7 @@ async def run_migrations(
     if dry_run:
         state = await read_state(conn, schema)
         return state, _steps(state, direction, target_version, schema)
-    await conn.execute(
-        "SELECT pg_advisory_lock($1, hashtext(coalesce($2::text, current_schema())))",
-        _LOCK_CLASS,
-        schema,
-    )
-    try:
+    async with migrators_lock(conn, schema):
         state = await read_state(conn, schema)
         steps = _steps(state, direction, target_version, schema)
         if steps:
@@ -701,6 +735,19 @@ async def run_migrations(
             except asyncpg.PostgresError as exc:
                 raise await _failed(conn, schema, state, steps, exc) from exc
         return state, steps
+
+
+@contextlib.asynccontextmanager
+async def migrators_lock(conn: asyncpg.Connection, schema: str | None) -> AsyncIterator[None]:
+    """Hold the migrators' session lock of `schema`: migrators of a schema, on either
+    line and in any process, take turns, so each version is applied once."""
+    await conn.execute(
+        "SELECT pg_advisory_lock($1, hashtext(coalesce($2::text, current_schema())))",
+        _LOCK_CLASS,
+        schema,
+    )
+    try:
+        yield
     finally:
         # Best effort: if the connection broke, the server already released the
         # lock, and the pool's reset on release unlocks everything anyway. This is
@@ -714,6 +761,15 @@ async def run_migrations(
                 _LOCK_CLASS,
                 schema,
             )
+
+
+def failed_step(steps: list[Step], applied: set[int]) -> Step:
+    """The step a failed script stopped at, given the versions applied after it.
+
+    The script stops at the first error, inside that version's transaction; the
+    versions before it committed.
+    """
+    return next((s for s in steps if (s.version in applied) == (s.direction == "down")), steps[0])
 
 
 def _steps(
@@ -731,8 +787,7 @@ async def _failed(
     steps: list[Step],
     exc: asyncpg.PostgresError,
 ) -> DatabaseError:
-    # The script stops at the first error, inside that version's transaction;
-    # the versions before it committed. Re-read the state to name the culprit.
+    # Re-read the state to name the culprit.
     if conn.is_in_transaction():
         await conn.execute("ROLLBACK")
     try:
@@ -740,10 +795,7 @@ async def _failed(
     except (asyncpg.PostgresError, MigrationError):
         what = f"migration {steps[0].direction} failed"
     else:
-        failed = next(
-            (s for s in steps if (s.version in applied) == (s.direction == "down")),
-            steps[0],
-        )
+        failed = failed_step(steps, applied)
         what = (
             f"migration {failed.version:03d} [{failed.direction}] ({failed.name}) failed and "
             "was rolled back"

@@ -26,8 +26,8 @@ import trio
 from croniter import croniter
 
 from .._args import InsertOpts, JobArgs
-from .._config import PeriodicJob
 from .._exceptions import ConfigError, DatabaseError, NotFoundError
+from .._maintenance_config import PeriodicJob
 from .._service import Counter, Service, cancel_on
 
 if TYPE_CHECKING:

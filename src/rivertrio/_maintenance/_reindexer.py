@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .._config import (
+from .._driver._reindexer import drop_leftovers, index_states, reindex
+from .._exceptions import ConfigError, DatabaseConnectionError, DatabaseError
+from .._maintenance_config import (
     REINDEXER_INDEX_NAMES_DEFAULT,
     REINDEXER_SCHEDULE_DEFAULT,
     reindexer_settings,
 )
-from .._driver._reindexer import drop_leftovers, index_states, reindex
-from .._exceptions import ConfigError, DatabaseConnectionError, DatabaseError
 from .._service import Counter, Service, cancel_on
 from ._base import run_bounded
 from ._periodic import next_run_time

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .._driver._flow import Released, release_tasks
 from .._driver._topics import INSERT_TOPIC
+from .._driver._workflow import Released, release_tasks
 from ._base import IntervalService, run_bounded
 
 if TYPE_CHECKING:

@@ -1,11 +1,11 @@
-"""Checks that a service starts and stops cleanly, whatever the order of requests.
+"""A Hypothesis state machine checking that a service starts and stops cleanly.
 
-They work on any service written the Trio way (:class:`TrioService`): an object
-whose ``run`` is started with ``await nursery.start(service.run)`` and ends when
-asked to stop, or when the scope around it is cancelled. Two tools:
-:func:`stress_start_stop` (many quick rounds of start and stop, stops racing
-starts) and :class:`ServiceLifecycleMachine` (a Hypothesis state machine driving
-start, stop, restart and cancellation in every order).
+:class:`ServiceLifecycleMachine` drives start, stop, restart and cancellation
+in every order on any service written the Trio way (:class:`TrioService`: an
+object whose ``run`` is started with ``await nursery.start(service.run)`` and
+ends when asked to stop, or when the scope around it is cancelled).
+:func:`stress_start_stop` (in ``_stress``) checks the same contract by brute
+force.
 
 rivertrio's own services (subclasses of ``rivertrio._service.Service``) follow a
 stricter contract: ``started`` / ``stopped`` flags, ``wait_started()``, and a
@@ -17,210 +17,22 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import trio
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from rivertrio._exceptions import AlreadyRunningError
 from rivertrio._service import Service
-from rivertrio._validate import duration, integer
+from rivertrio._validate import duration
 
 from ._failures import HangError, UncaughtError
 from ._host import TrioHost, settle
+from ._protocols import S, WatchedStatus, call_stop
 
-__all__ = [
-    "ServiceLifecycleMachine",
-    "StoppableService",
-    "TrioService",
-    "stress_start_stop",
-]
+__all__ = ["ServiceLifecycleMachine"]
 
 T = TypeVar("T")
-
-
-class TrioService(Protocol):
-    """What the service checks need from a service: a ``run`` for ``nursery.start``.
-
-    Any object with this method fits; no base class is needed. The contract:
-
-    - ``await nursery.start(service.run)`` starts it: ``run`` calls
-      ``task_status.started()`` once the service is ready, optionally with a value
-      (the channel its results come out of, the port it listens on...), which
-      ``nursery.start`` returns. An exception raised before ``started()`` is a
-      start error, and ``nursery.start`` raises it.
-    - Once asked to stop, ``run`` finishes its work and returns, promptly. How it
-      is asked is up to the service: usually a ``stop()`` method
-      (:class:`StoppableService`), which is what the checks call unless told
-      otherwise; closing a channel it reads; or only cancellation.
-    - Cancelling the scope around ``run`` ends it too, promptly and without an
-      exception other than ``trio.Cancelled``.
-    - When ``run`` has returned, no task it started is still running.
-    """
-
-    async def run(self, *, task_status: trio.TaskStatus[Any]) -> None:
-        """Run until asked to stop; call ``task_status.started()`` once ready.
-
-        Trio's convention gives ``task_status`` the default
-        ``trio.TASK_STATUS_IGNORED``, so ``run`` can also be awaited directly; the
-        checks always pass one.
-        """
-        ...
-
-
-class StoppableService(TrioService, Protocol):
-    """A :class:`TrioService` asked to stop by calling its ``stop()`` method."""
-
-    def stop(self) -> None:
-        """Ask the current run to return soon; not a checkpoint.
-
-        Legal at any time: before the first run, during one (also while it is
-        starting), twice, and after the run has ended.
-        """
-        ...
-
-
-S = TypeVar("S", bound=TrioService)
-
-
-def _call_stop(service: object, *, hint: str) -> None:
-    stop = getattr(service, "stop", None)
-    if not callable(stop):
-        raise TypeError(f"{type(service).__name__} has no stop() method: {hint}")
-    stop()
-
-
-def _stop_method(service: object) -> None:
-    _call_stop(service, hint="pass stop=... saying how to stop it, or stop=None to cancel its run")
-
-
-class _WatchedStatus(trio.TaskStatus[Any]):
-    """Forwards ``started()`` to the real task status, then tells the checker."""
-
-    def __init__(self, inner: trio.TaskStatus[Any], on_started: Callable[[Any], None]) -> None:
-        self._inner = inner
-        self._on_started = on_started
-
-    def started(self, value: Any = None) -> None:
-        """Report the task as started to the nursery, then to the checker."""
-        # Forward first: a second started() raises there and must not count twice.
-        self._inner.started(value)
-        self._on_started(value)
-
-
-async def stress_start_stop(
-    make_service: Callable[[], S],
-    *,
-    stop: Callable[[S], object] | None = _stop_method,
-    tasks: int = 1,
-    rounds: int = 50,
-    stop_timeout: float = 5.0,
-    start_timeout: float = 5.0,
-    allowed_start_errors: tuple[type[Exception], ...] = (AlreadyRunningError,),
-) -> S:
-    """Start and stop one service many times, stops racing starts; return the service.
-
-    ``make_service()`` is called once. Each of ``tasks`` tasks then runs ``rounds``
-    rounds, each in a nursery of its own: start a run with ``nursery.start``, end it,
-    and wait until it has returned. Rounds take turns ending the run three ways:
-    ``stop(service)`` once started; ``stop(service)`` called from inside
-    ``task_status.started()``, before ``nursery.start`` returns; and cancelling the
-    scope around the run. ``stop`` is the service's ``stop()`` method by default;
-    ``stop=None`` means the service is stopped by cancellation only.
-
-    With ``tasks`` above 1 the tasks share the one service, so their runs overlap:
-    the service must either allow that or refuse a run while another is live, by
-    raising one of ``allowed_start_errors`` before ``started()`` (rivertrio's
-    services raise :class:`~rivertrio.AlreadyRunningError`). A task whose start was
-    refused asks the live run to stop instead.
-
-    A failure is: a start error not in ``allowed_start_errors``, an exception from
-    a run, a start slower than ``start_timeout``, an end (from the request until
-    the run has returned) slower than ``stop_timeout``, and, for rivertrio's
-    services, the service not reporting itself stopped at the end.
-
-    Cancelling it cancels every task and the runs they started.
-
-    Raises:
-        ValueError: ``tasks`` or ``rounds`` is not an int of 1 or more, or a
-            timeout is not a finite number of seconds above 0.
-        AssertionError: the first failure, naming the task and the round; the
-            original exception is its ``__cause__``. A hang is a
-            :class:`HangError`.
-    """
-    integer("tasks", tasks, ValueError)
-    integer("rounds", rounds, ValueError)
-    duration("stop_timeout", stop_timeout, ValueError)
-    duration("start_timeout", start_timeout, ValueError)
-
-    service = make_service()
-    if stop is _stop_method and not callable(getattr(service, "stop", None)):
-        _stop_method(service)  # raises the TypeError that says what to pass
-    failures: list[AssertionError] = []
-
-    async def one_round(where: str, how: str) -> None:
-        run_scope = trio.CancelScope()
-
-        def end_run() -> None:
-            if stop is None or how == "cancel":
-                run_scope.cancel()
-            else:
-                stop(service)
-
-        async def supervise(*, task_status: trio.TaskStatus[Any]) -> None:
-            def on_started(value: Any) -> None:
-                if how == "stop as it starts":
-                    end_run()
-
-            with run_scope:
-                await service.run(task_status=_WatchedStatus(task_status, on_started))
-
-        start_error: Exception | None = None
-        phase, bound = "start", start_timeout
-        try:
-            with trio.CancelScope() as guard:
-                async with trio.open_nursery() as nursery:
-                    guard.deadline = trio.current_time() + bound
-                    refused = False
-                    try:
-                        await nursery.start(supervise)
-                    except allowed_start_errors:
-                        refused = True  # another task's run is live: a legal outcome
-                    except Exception as exc:
-                        start_error = exc
-                    phase, bound = "stop", stop_timeout
-                    guard.deadline = trio.current_time() + bound
-                    if refused or start_error is not None:
-                        # Stop the live run instead; and stopping is legal after a failed start.
-                        if stop is not None:
-                            stop(service)
-                    elif how != "stop as it starts":
-                        end_run()
-        except Exception as exc:
-            raise AssertionError(f"{where}: a run raised {exc!r} (ending by {how})") from exc
-        if guard.cancelled_caught:
-            raise HangError(f"{where}: {phase} did not complete within {bound} s (ending by {how})")
-        if start_error is not None:
-            raise AssertionError(f"{where}: start failed: {start_error!r}") from start_error
-
-    async def one_task(task: int, cancel_all: trio.CancelScope) -> None:
-        for round_ in range(rounds):
-            how = ("stop", "stop as it starts", "cancel")[round_ % 3]
-            try:
-                await one_round(f"stress_start_stop: task {task}, round {round_}", how)
-            except AssertionError as failure:
-                failures.append(failure)
-                cancel_all.cancel()
-                return
-
-    async with trio.open_nursery() as nursery:
-        for task in range(tasks):
-            nursery.start_soon(one_task, task, nursery.cancel_scope)
-    if failures:
-        raise failures[0]
-    if isinstance(service, Service) and not service.stopped:
-        raise AssertionError("stress_start_stop: every task stopped the service, yet it runs")
-    return service
 
 
 @dataclass(eq=False)
@@ -307,7 +119,7 @@ class ServiceLifecycleMachine(RuleBasedStateMachine, Generic[S]):
         Override it for a service stopped another way, for instance by closing its
         input channel, or with ``self.cancel_run()`` for one stopped by cancellation.
         """
-        _call_stop(service, hint="override request_stop() to say how to stop it")
+        call_stop(service, hint="override request_stop() to say how to stop it")
 
     def cancel_run(self) -> None:
         """Cancel the scope around the current run, if any; call in the Trio thread."""
@@ -350,7 +162,7 @@ class ServiceLifecycleMachine(RuleBasedStateMachine, Generic[S]):
 
         try:
             with run.scope:
-                await self.service.run(task_status=_WatchedStatus(task_status, on_started))
+                await self.service.run(task_status=WatchedStatus(task_status, on_started))
         except Exception as exc:
             if not run.started:
                 raise  # a start error: nursery.start raises it in the rule

@@ -23,16 +23,15 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 from rivertrio._validate import duration
 
 from ._failures import (
-    DuplicateItemError,
     HangError,
     LostItemError,
     SendOnClosedChannelError,
     ServiceCheckError,
     UncaughtError,
-    UnexpectedItemError,
 )
 from ._host import TrioHost, settle
-from ._lifecycle import TrioService, _call_stop, _WatchedStatus
+from ._ledger import Item, Ledger, number_list, split_exception
+from ._protocols import TrioService, WatchedStatus, call_stop
 
 __all__ = ["PipelineMachine"]
 
@@ -40,16 +39,6 @@ S = TypeVar("S", bound=TrioService)
 T = TypeVar("T")
 
 _CLOSED = (trio.ClosedResourceError, trio.BrokenResourceError)
-
-
-@dataclass(eq=False)
-class _Item:
-    number: int
-    run: int
-    feed: str = "in flight"
-    """"in flight", then "accepted", "refused", "cancelled" or "failed"."""
-    out: int = 0
-    """How many times it came out."""
 
 
 @dataclass(eq=False)
@@ -153,11 +142,10 @@ class PipelineMachine(RuleBasedStateMachine, Generic[S]):
         if type(self).feed_item is PipelineMachine.feed_item:
             raise NotImplementedError(f"{type(self).__name__} must implement feed_item()")
         self._host = TrioHost(type(self).__name__, virtual_time=self.virtual_time)
-        self._items: list[_Item] = []
+        self._ledger = Ledger()
         self._run: _Run | None = None
         self._runs = 0
         self._has_run = False
-        self._problems: list[ServiceCheckError] = []
         try:
             self.service: S = self._host.call_sync(self.make_service)
         except BaseException:
@@ -193,20 +181,9 @@ class PipelineMachine(RuleBasedStateMachine, Generic[S]):
 
     def request_stop(self, service: S) -> None:
         """Ask ``service`` to stop: calls its ``stop()`` method; called in the Trio thread."""
-        _call_stop(service, hint="override request_stop() to say how to stop it")
+        call_stop(service, hint="override request_stop() to say how to stop it")
 
     # -- the Trio side --------------------------------------------------------------------
-
-    def _problem(self, failure: ServiceCheckError, cause: BaseException | None = None) -> None:
-        failure.__cause__ = cause
-        self._problems.append(failure)
-
-    def _raise_problems(self) -> None:
-        # An exception escaping the run explains what follows from it (items lost
-        # or sent twice as it unwound), so it is reported first.
-        escaped = (SendOnClosedChannelError, UncaughtError)
-        for problem in sorted(self._problems, key=lambda p: not isinstance(p, escaped)):
-            raise problem
 
     def _step(self, step: Callable[[], Awaitable[T]]) -> T:
         """Run one step in the Trio thread, then fail on what went wrong during it."""
@@ -214,39 +191,21 @@ class PipelineMachine(RuleBasedStateMachine, Generic[S]):
         async def checked() -> T:
             result = await step()
             run = self._run
-            if not self._problems and run is not None and run.done.is_set():
+            if not self._ledger.problems and run is not None and run.done.is_set():
                 raise ServiceCheckError(
                     f"run {run.number} returned although nobody asked it to stop"
                 )
             return result
 
         result = self._host.call(checked)
-        self._raise_problems()
+        self._ledger.raise_problems()
         return result
 
     def _came_out(self, received: Any) -> None:
-        for number in self.items_in(received):
-            in_range = isinstance(number, int) and 0 <= number < len(self._items)
-            if not in_range:
-                self._problem(UnexpectedItemError(f"{number!r} came out, but no such item was fed"))
-                continue
-            item = self._items[number]
-            item.out += 1
-            if item.out > 1:
-                self._problem(DuplicateItemError(f"item {number} came out {item.out} times"))
-            else:
-                self._check_refused_not_out(item)
-
-    def _check_refused_not_out(self, item: _Item) -> None:
-        if item.out and item.feed in ("refused", "cancelled"):
-            why = {
-                "refused": "its feed was refused",
-                "cancelled": "its feed was cancelled (a cancelled operation did not happen)",
-            }[item.feed]
-            self._problem(UnexpectedItemError(f"item {item.number} came out, but {why}"))
+        self._ledger.came_out(self.items_in(received))
 
     def _reader_failed(self, run: _Run, exc: Exception) -> None:
-        self._problem(
+        self._ledger.problem(
             UncaughtError(
                 f"run {run.number}: reading its output raised {exc!r}: the service closed "
                 "the receiving end it handed out"
@@ -260,13 +219,13 @@ class PipelineMachine(RuleBasedStateMachine, Generic[S]):
 
         try:
             with run.own:
-                await run.service.run(task_status=_WatchedStatus(task_status, on_started))
+                await run.service.run(task_status=WatchedStatus(task_status, on_started))
         except Exception as exc:
             if not run.started:
                 raise  # a start error: nursery.start raises it
-            closed, other = _split(exc, _CLOSED)
+            closed, other = split_exception(exc, _CLOSED)
             if closed is not None:
-                self._problem(
+                self._ledger.problem(
                     SendOnClosedChannelError(
                         f"run {run.number}: {closed!r} escaped the run: it used a channel "
                         "after it, or its other end, was closed"
@@ -274,14 +233,14 @@ class PipelineMachine(RuleBasedStateMachine, Generic[S]):
                     closed,
                 )
             if other is not None:
-                self._problem(
+                self._ledger.problem(
                     UncaughtError(f"run {run.number}: an exception escaped the run: {other!r}"),
                     other,
                 )
         finally:
             run.done.set()
 
-    async def _feeder(self, run: _Run, item: _Item) -> None:
+    async def _feeder(self, run: _Run, item: Item) -> None:
         outcome = "cancelled"
         try:
             await self.feed_item(run.service, item.number)
@@ -290,7 +249,7 @@ class PipelineMachine(RuleBasedStateMachine, Generic[S]):
             outcome = "refused"
         except Exception as exc:
             outcome = "failed"
-            self._problem(
+            self._ledger.problem(
                 UncaughtError(
                     f"feeding item {item.number} raised {exc!r}, which is not one of "
                     f"refusals={_names(self.refusals)}"
@@ -298,8 +257,7 @@ class PipelineMachine(RuleBasedStateMachine, Generic[S]):
                 exc,
             )
         finally:
-            item.feed = outcome
-            self._check_refused_not_out(item)
+            self._ledger.fed(item, outcome)
 
     async def _host_run(self, run: _Run, *, task_status: trio.TaskStatus[Any]) -> None:
         """The scope around the service and its feeds; starts the service in it."""
@@ -335,8 +293,7 @@ class PipelineMachine(RuleBasedStateMachine, Generic[S]):
     def _feed_soon(self, run: _Run, count: int) -> None:
         assert run.nursery is not None
         for _ in range(count):
-            item = _Item(len(self._items), run.number)
-            self._items.append(item)
+            item = self._ledger.new_item(run.number)
             run.nursery.start_soon(self._feeder, run, item, name=f"feed item {item.number}")
 
     async def _receive_settled(self, run: _Run) -> tuple[bool, Any]:
@@ -394,25 +351,22 @@ class PipelineMachine(RuleBasedStateMachine, Generic[S]):
         if bound.cancelled_caught:
             if not run.done.is_set():
                 raise HangError(f"hung: {how}: the run did not return within {self.step_timeout} s")
-            stuck = [i.number for i in self._items if i.run == run.number and i.feed == "in flight"]
+            stuck = self._ledger.in_flight(run.number)
             raise HangError(
-                f"hung: {how}: the run returned, but feeding item(s) {_list(stuck)} was still "
-                f"blocked {self.step_timeout} s later"
+                f"hung: {how}: the run returned, but feeding item(s) {number_list(stuck)} "
+                f"was still blocked {self.step_timeout} s later"
             )
-        self._raise_problems()
+        self._ledger.raise_problems()
         if not run.closed:
             raise HangError(
                 f"hung: {how}: the run returned without closing its output channel, "
                 "so a reader would wait for it forever"
             )
-        lost = [
-            i.number
-            for i in self._items
-            if i.run == run.number and i.feed == "accepted" and i.out == 0
-        ]
+        lost = self._ledger.lost(run.number)
         if lost:
             raise LostItemError(
-                f"{how}: item(s) {_list(lost)} accepted (the feed returned) but never came out"
+                f"{how}: item(s) {number_list(lost)} accepted (the feed returned) "
+                "but never came out"
             )
         await settle(self.step_timeout, how)
         self._host.check_no_task_left(how)
@@ -495,24 +449,5 @@ class PipelineMachine(RuleBasedStateMachine, Generic[S]):
             self._host.close(self.step_timeout)
 
 
-def _split(
-    exc: Exception, types: tuple[type[Exception], ...]
-) -> tuple[Exception | None, Exception | None]:
-    """The first leaf of ``exc`` of one of ``types``, and the rest of it."""
-    if not isinstance(exc, BaseExceptionGroup):
-        return (exc, None) if isinstance(exc, types) else (None, exc)
-    matched, rest = exc.split(types)
-    leaf: BaseException | None = matched
-    while isinstance(leaf, BaseExceptionGroup):
-        leaf = leaf.exceptions[0]
-    assert leaf is None or isinstance(leaf, Exception)
-    assert rest is None or isinstance(rest, Exception)
-    return leaf, rest
-
-
 def _names(types: tuple[type[BaseException], ...]) -> str:
     return "(" + ", ".join(t.__name__ for t in types) + ")"
-
-
-def _list(numbers: list[int]) -> str:
-    return ", ".join(str(n) for n in numbers)

@@ -19,7 +19,9 @@ from rivertrio._client import Client
 from rivertrio._driver import Queryable
 from rivertrio._exceptions import InvalidInputError
 from rivertrio._job import JobRow, JobState
-from rivertrio._validate import MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, integer
+from rivertrio._validate import integer, member
+from rivertrio._validate import max_attempts as check_max_attempts
+from rivertrio._validate import priority as check_priority
 
 __all__ = [
     "RequireInsertedOpts",
@@ -62,23 +64,12 @@ class RequireInsertedOpts:
         if self.queue is not None and not isinstance(self.queue, str):
             raise InvalidInputError(f"queue must be a string, not {type(self.queue).__name__}")
         if self.priority is not None:
-            integer(
-                "priority",
-                self.priority,
-                InvalidInputError,
-                minimum=MIN_PRIORITY,
-                maximum=MAX_PRIORITY,
-            )
+            check_priority(self.priority, InvalidInputError)
         if self.max_attempts is not None:
-            integer("max_attempts", self.max_attempts, InvalidInputError, maximum=MAX_ATTEMPTS)
+            check_max_attempts(self.max_attempts, InvalidInputError)
         if self.state is not None:
-            try:
-                put(self, "state", JobState(self.state))
-            except ValueError:
-                valid = ", ".join(s.value for s in JobState)
-                raise InvalidInputError(
-                    f"state: {self.state!r} is not a job state (one of {valid})"
-                ) from None
+            state = member("state", self.state, JobState, InvalidInputError, what="a job state")
+            put(self, "state", state)
         if self.tags is not None:
             tags = self.tags
             if isinstance(tags, str | bytes) or not isinstance(tags, Sequence):

@@ -11,7 +11,7 @@ from .._exceptions import NotFoundError, RivertrioError
 from .._job import JobRow, JobState
 from .._params import JobDeleteManyParams
 from . import _queries
-from ._queries import Filter
+from ._filter import Filter
 
 __all__ = ["BULK_CAP", "bulk", "job_action"]
 

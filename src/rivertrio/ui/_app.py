@@ -17,6 +17,7 @@ from .._client import Client, open_client
 from .._config import Config
 from .._exceptions import (
     ConfigError,
+    DashboardUnavailableError,
     DatabaseError,
     InvalidInputError,
     JobRunningError,
@@ -26,7 +27,7 @@ from .._exceptions import (
 from . import _api, _pages
 from ._guard import Guard
 from ._security import Auth
-from ._state import Dashboard, Unavailable
+from ._state import Dashboard
 
 __all__ = ["create_app"]
 
@@ -164,7 +165,7 @@ async def _on_error(request: Request, exc: Exception) -> Response:
         return _pages.error_page(request, 409, str(exc))
     if isinstance(exc, InvalidInputError):
         return _pages.error_page(request, 400, str(exc))
-    if isinstance(exc, Unavailable | DatabaseError):
+    if isinstance(exc, DashboardUnavailableError | DatabaseError):
         return _pages.error_page(request, 503, str(exc))
     log.exception("rivertrio ui: %s %s failed", request.method, request.url.path)
     return _pages.error_page(request, 500, f"unexpected {type(exc).__name__}: see the server's log")

@@ -12,16 +12,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .._job import JobRow
-from ._queries import (
-    COUNT_CAP,
-    DISPLAY_STATES,
-    JobPage,
-    JobSummary,
-    Overview,
-    PeriodicSummary,
-    QueueSummary,
-    SeenClient,
-)
+from .._util import relative_time
+from ._filter import DISPLAY_STATES
+from ._overview import COUNT_CAP, Overview, QueueSummary, SeenClient
+from ._queries import JobPage, JobSummary, PeriodicSummary
 
 __all__ = [
     "MAX_SHOWN_JSON",
@@ -54,21 +48,7 @@ def stamp(value: datetime | None) -> str:
 
 def ago(value: datetime | None, now: datetime) -> str:
     """A time relative to `now`: ``3m ago``, ``in 2h``, ``just now``."""
-    if value is None:
-        return "\u2014"
-    delta = (value - now).total_seconds()
-    span = abs(delta)
-    if span < 1:
-        return "just now"
-    if span < 60:
-        text = f"{span:.0f}s"
-    elif span < 3600:
-        text = f"{span // 60:.0f}m"
-    elif span < 86400:
-        text = f"{span // 3600:.0f}h"
-    else:
-        text = f"{span // 86400:.0f}d"
-    return f"in {text}" if delta > 0 else f"{text} ago"
+    return "\u2014" if value is None else relative_time(value, now)
 
 
 def count_text(queue: QueueSummary, state: str) -> str:
@@ -172,12 +152,16 @@ def overview_json(view: Overview) -> dict[str, Any]:
     }
 
 
+def _args_json(encoded: str) -> Any:
+    # Args the json module cannot read (nested deeper than it recurses) are served as text.
+    try:
+        return json.loads(encoded)
+    except (ValueError, RecursionError):
+        return encoded
+
+
 def summary_json(job: JobSummary) -> dict[str, Any]:
     """One job of a list as the API serves it."""
-    try:
-        args: Any = json.loads(job.args)
-    except (ValueError, RecursionError):
-        args = job.args
     return {
         "id": job.id,
         "state": job.state,
@@ -186,7 +170,7 @@ def summary_json(job: JobSummary) -> dict[str, Any]:
         "priority": job.priority,
         "attempt": job.attempt,
         "max_attempts": job.max_attempts,
-        "args": args,
+        "args": _args_json(job.args),
         "tags": job.tags,
         "created_at": iso(job.created_at),
         "scheduled_at": iso(job.scheduled_at),
@@ -204,10 +188,6 @@ def page_json(page: JobPage) -> dict[str, Any]:
 
 def job_json(row: JobRow) -> dict[str, Any]:
     """A whole job as the API serves it."""
-    try:
-        args: Any = json.loads(row.encoded_args)
-    except (ValueError, RecursionError):
-        args = row.encoded_args
     return {
         "id": row.id,
         "state": row.state.value,
@@ -216,7 +196,7 @@ def job_json(row: JobRow) -> dict[str, Any]:
         "priority": row.priority,
         "attempt": row.attempt,
         "max_attempts": row.max_attempts,
-        "args": args,
+        "args": _args_json(row.encoded_args),
         "metadata": row.metadata,
         "tags": row.tags,
         "created_at": iso(row.created_at),

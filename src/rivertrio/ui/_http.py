@@ -9,7 +9,7 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 
 from .._exceptions import InvalidInputError
-from ._queries import Filter
+from ._filter import Filter
 
 __all__ = [
     "Form",

@@ -15,9 +15,10 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from .. import __version__
 from .._exceptions import InvalidInputError
 from .._job import AttemptError, JobRow, JobState
-from . import _actions, _format, _queries
+from . import _actions, _format, _overview, _queries
+from ._filter import DISPLAY_STATES, Filter
 from ._http import identity, int_param, job_id, jobs_url, read_filter, read_form, root, route_path
-from ._queries import COUNT_CAP, DISPLAY_STATES, Filter
+from ._overview import COUNT_CAP
 from ._security import SESSION_COOKIE, safe_next
 from ._state import dashboard
 
@@ -131,12 +132,12 @@ async def jobs_page(request: Request) -> Response:
     page = await _queries.job_page(client, filter, before=before)
     # The state tabs show counts when they count what is listed: no filter
     # but the state, or one queue.
-    queues, totals = await _queries.state_counts(client, state.exact)
+    queues, totals = await _overview.state_counts(client, state.exact)
     counts = None
     if not filter.kinds and filter.args is None and len(filter.queues) <= 1:
         counts = totals
         if filter.queues:
-            counts = queues.get(filter.queues[0], _queries.QueueSummary(filter.queues[0]))
+            counts = queues.get(filter.queues[0], _overview.QueueSummary(filter.queues[0]))
     return _render(
         request,
         "jobs.html",

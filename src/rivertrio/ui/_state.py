@@ -12,12 +12,12 @@ import trio
 from starlette.requests import Request
 
 from .._client import Client
-from .._exceptions import RivertrioError
-from . import _queries
+from .._exceptions import DashboardUnavailableError, RivertrioError
+from . import _overview
 from ._assets import Asset, load_assets
 from ._security import Auth
 
-__all__ = ["Dashboard", "Unavailable", "dashboard"]
+__all__ = ["Dashboard", "dashboard"]
 
 log = logging.getLogger("rivertrio.ui")
 
@@ -25,10 +25,6 @@ log = logging.getLogger("rivertrio.ui")
 # or 30 times as long as the last one took, whichever is longer.
 _RECOUNT_AFTER = 60.0
 _RECOUNT_FACTOR = 30
-
-
-class Unavailable(RivertrioError):
-    """The dashboard cannot answer: no database client."""
 
 
 @dataclass
@@ -54,19 +50,19 @@ class Dashboard:
         """The open client.
 
         Raises:
-            Unavailable: The lifespan that opens it has not run, and none was given.
+            DashboardUnavailableError: The lifespan that opens it has not run, and none was given.
         """
         if self.client is None:
-            raise Unavailable(
+            raise DashboardUnavailableError(
                 "the dashboard's database client is not open: run the app with an ASGI "
                 "server that runs its lifespan, or pass client= to create_app"
             )
         return self.client
 
-    async def overview(self) -> _queries.Overview:
+    async def overview(self) -> _overview.Overview:
         """The overview, with counts past the cap from the last full count (and one
         started in the background when it is due)."""
-        view = await _queries.overview(self.require_client(), self.exact)
+        view = await _overview.overview(self.require_client(), self.exact)
         if any(q.over_cap for q in view.queues):
             self._want_exact()
         return dataclasses.replace(view, counted_at=self.exact_at)
@@ -83,7 +79,7 @@ class Dashboard:
     async def _count(self, client: Client) -> None:
         started = trio.current_time()
         try:
-            self.exact = await _queries.exact_counts(client)
+            self.exact = await _overview.exact_counts(client)
             self.exact_at = await client.driver.fetchval("SELECT now()")
         except RivertrioError as exc:
             log.warning("rivertrio ui: the full count of jobs failed: %s", exc)
