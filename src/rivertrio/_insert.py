@@ -33,7 +33,8 @@ from ._exceptions import (
 from ._flow import stamp
 from ._job import InsertResult, JobRow
 from ._middleware import Extensions, insert_args
-from ._unique import UniqueOpts, unique_fields, unique_key
+from ._unique import UniqueOpts, unique_key
+from ._unique_fields import unique_fields
 
 if TYPE_CHECKING:
     import asyncpg

@@ -27,9 +27,6 @@ from typing import TypeAlias
 
 from ._exceptions import InvalidInputError
 from ._job import JobState
-
-# The inserter still imports this from here; it lives in _unique_fields.
-from ._unique_fields import unique_fields as unique_fields
 from ._validate import duration, member
 
 __all__ = [
