@@ -13,6 +13,7 @@ The modules, by job:
 - `_errors`: asyncpg's errors mapped to rivertrio's.
 - `_queryable`, `_pool`: where statements run, the pool (`Driver`) or one
   connection (`Tx`); transactions; `open_driver`.
+- `_lending`: the pool's connections lent and taken back (which are reset).
 - `_dedicated`, `_listener`: the long-lived connections outside the pool, for
   LISTEN and for the liveness lock.
 - `_topics`: the notification topics and their channel names.

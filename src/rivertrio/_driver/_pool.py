@@ -1,4 +1,9 @@
-"""The connection pool, and transactions on it: `Driver` and `open_driver`."""
+"""The connection pool, and transactions on it: `Driver` and `open_driver`.
+
+Which connection a statement gets and how it comes back is `_lending`'s part;
+here is what a caller sees: statements held to their end or not, transaction
+and connection blocks, outages reported once.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import enum
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any, Concatenate, ParamSpec, TypeVar, cast
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import asyncpg
 import trio
@@ -16,6 +21,7 @@ from .._exceptions import ConfigError, DatabaseConnectionError, DatabaseError
 from .._validate import duration, integer
 from ._crossing import RELEASE_TIMEOUT, Crossing, hold_cancellation, open_crossing
 from ._dedicated import connect_dedicated
+from ._lending import Lender, as_connection
 from ._listener import DELIVERY_PROBE_TIMEOUT, Listener
 from ._queryable import Queryable, Tx
 from ._sql import qualify
@@ -41,21 +47,6 @@ class _Hold(enum.Enum):
     NONE = "none"
     STATEMENT = "statement"  # from when the function begins, a connection in hand
     CROSSING = "crossing"  # all of it, the wait for a connection included
-
-
-def _open(proxy: Any) -> bool:
-    """Whether a pooled connection is still open and lent to us."""
-    try:
-        return not proxy.is_closed()
-    except asyncpg.InterfaceError:
-        # asyncpg takes back the slot of a connection that closed while lent,
-        # and the proxy refuses every call from then on.
-        return False
-
-
-def _as_connection(proxy: Any) -> asyncpg.Connection:
-    # A pooled connection is a proxy that behaves as the connection it wraps.
-    return cast(asyncpg.Connection, proxy)
 
 
 class Driver(Queryable):
@@ -85,30 +76,13 @@ class Driver(Queryable):
         super().__init__(schema=schema, configured_schema=configured_schema)
         self.crossing = crossing
         """The loop crossing, which dedicated connections share with the pool."""
-        self._pool = pool
-        self.reserved = reserved
-        self.acquire_timeout = acquire_timeout
-        """Seconds to wait for a free pooled connection before raising `DatabaseError`."""
-        # transaction() and connection() blocks hold a connection for as long as
-        # the caller likes; they may hold all but `reserved` of them, which stay
-        # for single statements (the client's fetches, completions, elections).
-        self._block_slots = trio.Semaphore(pool.get_max_size() - reserved)
-        self._in_use = 0
-        self._held_by_blocks = 0
-        self._unresponsive = 0
+        self._lender = Lender(
+            pool, where=crossing.where, reserved=reserved, acquire_timeout=acquire_timeout
+        )
         self._delivery_checked = False
         self._trouble_since: float | None = None
         self._trouble_last = 0.0
         self._trouble_count = 0
-        self._releasing: set[asyncio.Task[None]] = set()
-        # Connections that only ever ran rivertrio's own statements, kept out of
-        # asyncpg's pool between them: taking one back costs nothing, where a
-        # round trip through the pool costs an acquire, a reset query (a whole
-        # round trip) and two asyncio tasks. A connection handed to a user's
-        # block, or left by a failed or cancelled statement, goes back through
-        # the pool and its reset instead.
-        self._idle: list[Any] = []
-        self._waiting = 0  # tasks waiting in asyncpg's pool for a connection
 
     @property
     def where(self) -> str:
@@ -116,123 +90,24 @@ class Driver(Queryable):
         return self.crossing.where
 
     @property
+    def reserved(self) -> int:
+        """Connections that `transaction` and `connection` blocks may not hold."""
+        return self._lender.reserved
+
+    @property
+    def acquire_timeout(self) -> float:
+        """Seconds to wait for a free pooled connection before raising `DatabaseError`."""
+        return self._lender.acquire_timeout
+
+    @property
     def pool_size(self) -> int:
         """How many connections the pool may hold."""
-        return self._pool.get_max_size()
+        return self._lender.size
 
     @property
     def block_limit(self) -> int:
         """How many connections `transaction` and `connection` blocks may hold at once."""
         return self.pool_size - self.reserved
-
-    def _exhausted(self, waited: float, *, blocks_only: bool = False) -> DatabaseError:
-        what = (
-            f"all {self.block_limit} connections that transaction blocks may hold "
-            f"({self.reserved} more are kept for single statements)"
-            if blocks_only
-            else f"all {self.pool_size} pooled connections"
-        )
-        return DatabaseError(
-            f"no connection to {self.where} was free for {waited:g} s: {what} are in use, "
-            f"{self._held_by_blocks} of them held open by transaction blocks "
-            "(client.transaction(), driver.connection()). Hold transactions for shorter "
-            "times or open fewer at once, or size the pool for them (Config.pool_size)"
-        )
-
-    async def _acquire(self) -> Any:
-        """Take a pooled connection (asyncio side): an idle one, else one from the pool.
-
-        Waiting for the pool is bounded by `acquire_timeout`.
-        """
-        idle = self._idle
-        while idle:
-            proxy = idle.pop()
-            if _open(proxy):
-                self._in_use += 1
-                return proxy
-            # It died while idle (a server restart, a cut connection): asyncpg
-            # has already taken its slot back, or does so now.
-            self._discard(proxy)
-        self._waiting += 1
-        try:
-            proxy = await self._pool.acquire(timeout=self.acquire_timeout)
-        except TimeoutError as exc:
-            if self._in_use >= self.pool_size:
-                raise self._exhausted(self.acquire_timeout) from exc
-            raise DatabaseConnectionError(
-                f"cannot reach Postgres at {self.where}: no connection within "
-                f"{self.acquire_timeout:g} s"
-            ) from exc
-        finally:
-            self._waiting -= 1
-        self._in_use += 1
-        return proxy
-
-    def _keep(self, proxy: Any) -> None:
-        """Take back a connection that ran only our own statements (asyncio side, no I/O).
-
-        It stays out of the pool, with no reset, unless a task is waiting in the
-        pool for a connection: then it goes back there.
-        """
-        if self._waiting or proxy.is_in_transaction():
-            self._release_later(proxy)
-            return
-        self._in_use -= 1
-        self._idle.append(proxy)
-
-    def _discard(self, proxy: Any) -> None:
-        """Hand a dead idle connection back to asyncpg, in the background."""
-        task = asyncio.get_running_loop().create_task(
-            self._pool.release(proxy, timeout=RELEASE_TIMEOUT)
-        )
-        self._releasing.add(task)
-        task.add_done_callback(self._releasing.discard)
-
-    def _renew_idle(self) -> None:
-        """Send every idle connection back to the pool, which closes the expired ones."""
-        idle, self._idle = self._idle, []
-        for proxy in idle:
-            self._discard(proxy)
-
-    def _release_later(self, proxy: Any) -> asyncio.Task[None]:
-        """Release in the background: a cancelled caller must not wait for it.
-
-        The release waits for the server to acknowledge the cancelled statement
-        (bounded, see `_release`); the caller's deadline has passed already.
-        """
-        task = asyncio.get_running_loop().create_task(self._release(proxy))
-        self._releasing.add(task)
-        task.add_done_callback(self._releasing.discard)
-        return task
-
-    async def _give_back(self, proxy: Any) -> None:
-        """Release (asyncio side); if the caller is cancelled meanwhile, it goes on alone."""
-        await asyncio.shield(self._release_later(proxy))
-
-    async def _release(self, proxy: Any) -> None:
-        """Give a connection back (asyncio side); a dead one is dropped, never waited on."""
-        self._in_use -= 1
-        try:
-            await self._pool.release(proxy, timeout=RELEASE_TIMEOUT)
-        except TimeoutError:
-            # asyncpg terminated it. A connection that does not answer at all is a
-            # black hole (a dead route, a hung proxy): its idle siblings most
-            # likely lead there too, and each would hang the next statement that
-            # takes it until that one's deadline. Renew them all instead.
-            await self._pool.expire_connections()
-            self._renew_idle()
-            self._unresponsive += 1
-            if self._unresponsive == 1 or self._unresponsive % 100 == 0:
-                log.warning(
-                    "a connection to %s did not answer within %g s after its statement was "
-                    "cancelled (%d so far): dropped it, and renewing the pool's connections",
-                    self.where,
-                    RELEASE_TIMEOUT,
-                    self._unresponsive,
-                )
-        except Exception as exc:
-            # asyncpg has terminated the connection; the pool opens a new one.
-            log.debug("dropped a pooled connection on release: %r", exc)
 
     async def run(
         self,
@@ -295,32 +170,32 @@ class Driver(Queryable):
 
         async def with_connection() -> T:
             nonlocal begun
-            proxy = await self._acquire()
+            proxy = await self._lender.acquire()
             busy.append(proxy)
             if hold is not _Hold.NONE:
                 hold_cancellation()
                 begun = True
             try:
-                result = await fn(_as_connection(proxy), *args, **kwargs)
+                result = await fn(as_connection(proxy), *args, **kwargs)
             except asyncio.CancelledError:
                 busy.clear()
-                self._release_later(proxy)
+                self._lender.release_later(proxy)
                 raise
             except asyncpg.exceptions.InternalClientError:
                 busy.clear()
                 # Never hand this connection out again: the pool replaces it.
                 proxy.terminate()
-                await self._give_back(proxy)
+                await self._lender.give_back(proxy)
                 raise
             except BaseException:
                 busy.clear()
-                await self._give_back(proxy)
+                await self._lender.give_back(proxy)
                 raise
             busy.clear()
             if keep:
-                self._keep(proxy)
+                self._lender.keep(proxy)
             else:
-                await self._give_back(proxy)
+                await self._lender.give_back(proxy)
             return result
 
         def cut_off() -> None:
@@ -390,7 +265,7 @@ class Driver(Queryable):
     def _tx(self, proxy: Any) -> Tx:
         return Tx(
             self.crossing,
-            _as_connection(proxy),
+            as_connection(proxy),
             schema=self.schema,
             configured_schema=self.configured_schema,
         )
@@ -408,12 +283,12 @@ class Driver(Queryable):
         """
 
         async def begin() -> tuple[Any, Any]:
-            proxy = await self._acquire()
+            proxy = await self._lender.acquire()
             try:
                 tr = proxy.transaction()
                 await tr.start()
             except BaseException:
-                await self._give_back(proxy)
+                await self._lender.give_back(proxy)
                 raise
             return proxy, tr
 
@@ -424,14 +299,14 @@ class Driver(Queryable):
                 else:
                     await tr.rollback()
             except asyncio.CancelledError:
-                self._release_later(proxy)
+                self._lender.release_later(proxy)
                 raise
             except BaseException:
-                await self._give_back(proxy)
+                await self._lender.give_back(proxy)
                 raise
-            await self._give_back(proxy)
+            await self._lender.give_back(proxy)
 
-        async with self._block_slot():
+        async with self._lender.block_slot():
             proxy, tr = await self.crossing.cross(begin())
             try:
                 yield self._tx(proxy)
@@ -447,29 +322,15 @@ class Driver(Queryable):
                 raise DatabaseError("timed out committing the transaction")
 
     @asynccontextmanager
-    async def _block_slot(self) -> AsyncIterator[None]:
-        """Hold one of the connections blocks may hold; bounded by `acquire_timeout`."""
-        with trio.move_on_after(self.acquire_timeout) as scope:
-            await self._block_slots.acquire()
-        if scope.cancelled_caught:
-            raise self._exhausted(self.acquire_timeout, blocks_only=True)
-        self._held_by_blocks += 1
-        try:
-            yield
-        finally:
-            self._held_by_blocks -= 1
-            self._block_slots.release()
-
-    @asynccontextmanager
     async def connection(self) -> AsyncIterator[Tx]:
         """Hold one pooled connection (no transaction) for several statements."""
-        async with self._block_slot():
-            proxy = await self.crossing.cross(self._acquire())
+        async with self._lender.block_slot():
+            proxy = await self.crossing.cross(self._lender.acquire())
             try:
                 yield self._tx(proxy)
             finally:
                 with trio.move_on_after(5, shield=True):
-                    await self.crossing.cross(self._give_back(proxy))
+                    await self.crossing.cross(self._lender.give_back(proxy))
 
     async def notify(self, topic: str, payload: str) -> None:
         """Send a notification on a topic of this schema."""
@@ -514,18 +375,10 @@ class Driver(Queryable):
 
     async def aclose(self) -> None:
         """Close the pool. Shielded; connections still in use are terminated after 5 s."""
-
-        async def close() -> None:
-            # The pool waits for every connection it lent, the idle ones included.
-            idle, self._idle = self._idle, []
-            for proxy in idle:
-                await self._pool.release(proxy, timeout=RELEASE_TIMEOUT)
-            await self._pool.close()
-
         with trio.move_on_after(5, shield=True) as scope:
-            await self.crossing.cross(close())
+            await self.crossing.cross(self._lender.close())
         if scope.cancelled_caught:
-            self._pool.terminate()
+            self._lender.pool.terminate()
 
 
 @asynccontextmanager
