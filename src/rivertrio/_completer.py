@@ -3,8 +3,9 @@
 Job tasks send their :class:`~rivertrio._events.Outcome` on clones of the
 completer's input channel; the completer writes a whole batch with one
 ``UPDATE ... FROM unnest(...)`` statement (only rows still ``running`` change)
-and sends the resulting :class:`~rivertrio._events.Event` list on its output
-channel, which the subscription manager reads.
+and sends the resulting events (an :class:`~rivertrio._events.EventBatch`, whose
+events are built only when read) on its output channel, which the subscription
+manager reads.
 
 The completer is shielded and ends only when its input channel is closed, that
 is when the client has closed the original send handle and every producer its
@@ -25,10 +26,10 @@ from typing import Any, Protocol, TypeVar
 import trio
 
 from ._driver._completer import complete_jobs
-from ._events import Event, EventKind, JobStats, Outcome, OutcomeKind, QueueEvent
+from ._events import Event, EventBatch, EventKind, Outcome, OutcomeKind, QueueEvent
 from ._exceptions import ConfigError, DatabaseConnectionError, DatabaseError
 from ._flow import FLOW_KEY, WORKFLOW_KEY
-from ._job import JobRow, JobState
+from ._job import JobState
 from ._service import Service
 from ._validate import duration, integer
 
@@ -52,13 +53,17 @@ _OUTPUT_BUFFER = 4
 _STATEMENT_ATTEMPTS = 3
 
 # A held job's outcome (flow control) frees room under its queue's limits only
-# once persisted, and every client waits for that: it is batched for this long
-# at most, not flush_interval.
+# once persisted, and every client waits for that; a workflow task's may let
+# the tasks waiting for it run. Either is batched for this long at most, not
+# flush_interval.
 _HELD_FLUSH_INTERVAL = 0.002
 
 
 def _held(item: CompletionItem) -> bool:
-    return isinstance(item, Outcome) and FLOW_KEY in item.job.metadata
+    if not isinstance(item, Outcome):
+        return False
+    metadata = item.job.metadata
+    return FLOW_KEY in metadata or WORKFLOW_KEY in metadata
 
 
 _EVENT_BY_OUTCOME = {
@@ -71,11 +76,19 @@ _EVENT_BY_OUTCOME = {
 
 # A row someone else finished (River: completed in the worker's own transaction,
 # cancelled, rescued) is reported as what it is, not as what the worker said.
-_EVENT_BY_STORED_STATE = {
+_EVENT_BY_STORED_STATE: dict[str, EventKind] = {
     JobState.COMPLETED: EventKind.JOB_COMPLETED,
     JobState.CANCELLED: EventKind.JOB_CANCELLED,
     JobState.DISCARDED: EventKind.JOB_FAILED,
 }
+
+
+def _column(values: list[T | None]) -> list[T | None] | None:
+    """`values`, or None if every one is None."""
+    for value in values:
+        if value is not None:
+            return values
+    return None
 
 
 class CompletionDriver(Protocol):
@@ -118,7 +131,7 @@ class Completer(Service):
 
     Each run creates a fresh input channel (:attr:`input`, bounded by
     ``backlog``: a full backlog makes senders wait) and a fresh output channel
-    (:attr:`output`, one ``list[Event]`` per persisted sub-batch, in order).
+    (:attr:`output`, one sequence of events per persisted sub-batch, in order).
     Publish both before ``started()``: the client clones :attr:`input` for each
     producer and closes the original when it stops; it hands :attr:`output` to
     the subscription manager.
@@ -190,7 +203,7 @@ class Completer(Service):
         by flow control or in a workflow (see `rivertrio._flow`): their end may let
         other jobs start."""
         self._input: trio.MemorySendChannel[CompletionItem] | None = None
-        self._output: trio.MemoryReceiveChannel[list[Event]] | None = None
+        self._output: trio.MemoryReceiveChannel[Sequence[Event]] | None = None
 
     @property
     def input(self) -> trio.MemorySendChannel[CompletionItem]:
@@ -204,7 +217,7 @@ class Completer(Service):
         return self._input
 
     @property
-    def output(self) -> trio.MemoryReceiveChannel[list[Event]]:
+    def output(self) -> trio.MemoryReceiveChannel[Sequence[Event]]:
         """The current run's output receive handle, for the subscription manager.
 
         Raises:
@@ -221,7 +234,7 @@ class Completer(Service):
         :meth:`stop` does) and does not interrupt the run, which is shielded.
         """
         send_in, receive_in = trio.open_memory_channel[CompletionItem](self.backlog)
-        send_out, receive_out = trio.open_memory_channel[list[Event]](_OUTPUT_BUFFER)
+        send_out, receive_out = trio.open_memory_channel[Sequence[Event]](_OUTPUT_BUFFER)
         self._input, self._output = send_in, receive_out
         failure: Exception | None = None
         try:
@@ -262,7 +275,7 @@ class Completer(Service):
     async def _loop(
         self,
         receive_in: trio.MemoryReceiveChannel[CompletionItem],
-        send_out: trio.MemorySendChannel[list[Event]],
+        send_out: trio.MemorySendChannel[Sequence[Event]],
     ) -> None:
         """Collect batches and flush them until end-of-channel, then flush what is left."""
         with receive_in, send_out:
@@ -342,7 +355,7 @@ class Completer(Service):
     async def _flush(
         self,
         items: Sequence[CompletionItem],
-        send_out: trio.MemorySendChannel[list[Event]],
+        send_out: trio.MemorySendChannel[Sequence[Event]],
         deadline: float,
         receive_in: trio.MemoryReceiveChannel[CompletionItem] | None = None,
     ) -> None:
@@ -394,11 +407,14 @@ class Completer(Service):
         `before_retry` is called after each failed attempt that will be retried.
         """
         ids = [o.job.id for o in outcomes]
-        kinds = [str(o.kind) for o in outcomes]
-        retry_at = [o.retry_at for o in outcomes]
-        delays = [o.delay for o in outcomes]
-        errors = [o.error for o in outcomes]
-        updates = [o.metadata_updates for o in outcomes]
+        kinds: list[str] = [o.kind for o in outcomes]
+        attempted_at = [o.job.attempted_at for o in outcomes]
+        # A column with nothing in it (the common case: every job completed) is
+        # sent as one NULL, not a batch's worth of them.
+        retry_at = _column([o.retry_at for o in outcomes])
+        delays = _column([o.delay for o in outcomes])
+        errors = _column([o.error for o in outcomes])
+        updates = _column([o.metadata_updates for o in outcomes])
         held = [FLOW_KEY in o.job.metadata for o in outcomes]
         limit = self.max_attempts
         for attempt in range(1, self.max_attempts + 1):
@@ -414,7 +430,8 @@ class Completer(Service):
                         delays,
                         errors,
                         updates,
-                        held,
+                        held if any(held) else None,
+                        attempted_at,
                     )
                 except DatabaseError as exc:
                     problem = f"{type(exc).__name__}: {exc}"
@@ -464,47 +481,50 @@ class Completer(Service):
 
     def _events(
         self, chunk: Sequence[CompletionItem], records: dict[int, Any] | None
-    ) -> list[Event]:
-        """Build the events of one sub-batch, in the order its items arrived.
+    ) -> EventBatch:
+        """The events of one sub-batch, in the order its items arrived.
 
         ``records`` holds the returned rows by job id; None if the sub-batch was
-        not persisted, and then only its queue events are reported.
+        not persisted, and then only its queue events are reported. Each event's
+        kind is decided here; the event itself is built only if read.
         """
         now = trio.current_time()
-        events: list[Event] = []
+        kinds: list[EventKind] = []
+        items: list[CompletionItem] = []
+        stored: list[Any] = []
+        counters = self.counters
         for item in chunk:
             if isinstance(item, QueueEvent):
-                events.append(Event(item.kind, queue=item.queue))
+                kinds.append(item.kind)
+                items.append(item)
+                stored.append(None)
                 continue
             if records is None:
                 continue
             record = records.get(item.job.id)
             if record is None:
                 # Deleted while running: nothing persisted, nothing to report.
-                self.counters.rows_missing += 1
+                counters.rows_missing += 1
                 continue
-            row = JobRow.from_record(record)
+            state = record["state"]
             if record["persisted"]:
-                self.counters.rows_persisted += 1
-                if row.state is JobState.CANCELLED:
+                counters.rows_persisted += 1
+                if state == "cancelled":
                     # The database turned the outcome into a cancellation
                     # (cancel_attempted_at was set while the job ran).
                     kind = EventKind.JOB_CANCELLED
                 else:
                     kind = _EVENT_BY_OUTCOME[item.kind]
             else:
-                self.counters.rows_finished_elsewhere += 1
-                kind = _EVENT_BY_STORED_STATE.get(row.state, _EVENT_BY_OUTCOME[item.kind])
-            stats = JobStats(
-                queue_wait_duration=item.queue_wait_duration,
-                run_duration=item.run_duration,
-                complete_duration=max(0.0, now - item.finished_at),
-            )
-            events.append(Event(kind, job=row, stats=stats))
-        return events
+                counters.rows_finished_elsewhere += 1
+                kind = _EVENT_BY_STORED_STATE.get(state, _EVENT_BY_OUTCOME[item.kind])
+            kinds.append(kind)
+            items.append(item)
+            stored.append(record)
+        return EventBatch(kinds, items, stored, now)
 
     async def _send(
-        self, send_out: trio.MemorySendChannel[list[Event]], events: list[Event]
+        self, send_out: trio.MemorySendChannel[Sequence[Event]], events: Sequence[Event]
     ) -> None:
         try:
             await send_out.send(events)

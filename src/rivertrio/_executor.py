@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import json
@@ -19,10 +20,10 @@ import trio
 from ._args import Job, JobArgs
 from ._events import Outcome, OutcomeKind
 from ._exceptions import JobDecodeError, JobTimeoutError, UnknownJobKindError, WorkResultError
-from ._job import JobRow, metadata_problem
+from ._job import JobRow, decode_json, metadata_problem, row_values
 from ._middleware import Extensions
 from ._retry import RetryPolicy, next_retry
-from ._worker import JobCancel, JobSnooze, Worker, Workers, resolve_timeout
+from ._worker import JobCancel, JobSnooze, Worker, Workers, _FunctionWorker, resolve_timeout
 
 if TYPE_CHECKING:
     from ._config import ErrorHandler
@@ -55,17 +56,22 @@ class RunningJob:
     its run records for the completion (output, logs, progress)."""
 
     __slots__ = (
+        "_row",
         "cancel_requested",
         "config",
+        "id",
         "job",
         "progress_written_at",
-        "row",
+        "record",
         "scope",
         "updates",
     )
 
-    def __init__(self, row: JobRow) -> None:
-        self.row = row
+    def __init__(self, row: JobRow | None = None, *, record: Any = None) -> None:
+        self._row = row
+        self.record = record
+        """The fetched record, until the run builds the job from it (see `fetched`)."""
+        self.id: int = row.id if row is not None else record["id"]
         self.scope: trio.CancelScope | None = None
         self.cancel_requested = False
         self.config: WorkConfig | None = None
@@ -74,6 +80,25 @@ class RunningJob:
         self.updates: dict[str, str] | None = None
         """Metadata keys to merge into the row with the outcome, each value JSON text."""
         self.progress_written_at: float | None = None
+
+    @classmethod
+    def fetched(cls, record: Any) -> RunningJob:
+        """A handle for a job as the fetch returned it (a database record).
+
+        Its row is built only when needed: a run with no middleware builds the
+        `Job` straight from the record, one object where a row and then a job
+        would be two.
+        """
+        return cls(record=record)
+
+    @property
+    def row(self) -> JobRow:
+        """The job's row as fetched (the `Job` itself once its args are decoded)."""
+        row = self._row
+        if row is None:
+            row = self._row = JobRow.from_record(self.record)
+            self.record = None
+        return row
 
     def set_update(self, key: str, value_json: str) -> None:
         """Merge ``key: value`` into the job's metadata with its outcome (River's
@@ -189,53 +214,39 @@ async def execute(config: WorkConfig, handle: RunningJob) -> Outcome:
     and a cancellation passes through them. What the run recorded (output,
     progress, logs) goes with the outcome as metadata updates.
     """
-    row = handle.row
     config.enter_job()
     current_job.set(handle)
     handle.config = config
     started = trio.current_time()
-    wait = 0.0
-    if row.attempted_at is not None:
-        wait = max(0.0, (row.attempted_at - row.scheduled_at).total_seconds())
-
-    def outcome(kind: OutcomeKind, **fields: Any) -> Outcome:
-        now = trio.current_time()
-        return Outcome(
-            job=row,
-            kind=kind,
-            queue_wait_duration=wait,
-            run_duration=now - started,
-            finished_at=now,
-            metadata_updates=handle.updates_json(),
-            **fields,
-        )
-
+    record = handle.record
+    kind = record["kind"] if record is not None else handle.row.kind
     worker: Worker[Any] | None = None
     try:
-        entry = config.workers.get(row.kind) if config.workers is not None else None
+        entry = config.workers.get(kind) if config.workers is not None else None
         if entry is None:
-            raise UnknownJobKindError(f"no worker is registered for job kind {row.kind!r}")
+            raise UnknownJobKindError(f"no worker is registered for job kind {kind!r}")
         args_cls, worker = entry
         extensions = config.extensions
         # Plain attribute reads: the common case (nothing to wrap) costs no call.
         if extensions.wraps_every_work or worker.middleware or args_cls.hooks:
             run = functools.partial(_run, config, handle, args_cls, worker)
-            await extensions.work(row, worker, args_cls, run)
+            await extensions.work(handle.row, worker, args_cls, run)
         else:
             await _run(config, handle, args_cls, worker)
-        return outcome(OutcomeKind.COMPLETED)
+        return _outcome(handle, OutcomeKind.COMPLETED, started)
     except JobCancel as exc:
-        return outcome(OutcomeKind.CANCELLED, error=_error_json(row, exc))
+        return _outcome(handle, OutcomeKind.CANCELLED, started, _error_json(handle.row, exc))
     except JobSnooze as exc:
-        problem = _snooze_problem(row)
+        problem = _snooze_problem(handle.row)
         if problem is None:
-            return outcome(OutcomeKind.SNOOZED, delay=exc.seconds)
-        return await _failed(config, row, handle.job, worker, JobDecodeError(problem), outcome)
+            return _outcome(handle, OutcomeKind.SNOOZED, started, delay=exc.seconds)
+        return await _failed(config, handle, worker, JobDecodeError(problem), started)
     except Exception as exc:
-        return await _failed(config, row, handle.job, worker, exc, outcome)
+        return await _failed(config, handle, worker, exc, started)
     except BaseException as exc:
         if _propagates(exc):
             raise
+        row = handle.row
         log.error(
             "job %d (kind %r) raised %s, a BaseException: recorded as a failed attempt; "
             "the client goes on (workers should raise Exception subclasses)",
@@ -244,7 +255,32 @@ async def execute(config: WorkConfig, handle: RunningJob) -> Outcome:
             type(exc).__name__,
             exc_info=exc,
         )
-        return await _failed(config, row, handle.job, worker, exc, outcome)
+        return await _failed(config, handle, worker, exc, started)
+
+
+def _outcome(
+    handle: RunningJob,
+    kind: OutcomeKind,
+    started: float,
+    error: str | None = None,
+    retry_at: datetime | None = None,
+    delay: float | None = None,
+) -> Outcome:
+    row = handle.row
+    now = trio.current_time()
+    attempted_at = row.attempted_at
+    wait = 0.0 if attempted_at is None else (attempted_at - row.scheduled_at).total_seconds()
+    return Outcome(
+        row,
+        kind,
+        error,
+        retry_at,
+        delay,
+        handle.updates_json() if handle.updates else None,
+        wait if wait > 0.0 else 0.0,
+        now - started,
+        now,
+    )
 
 
 async def _run(
@@ -255,42 +291,90 @@ async def _run(
     Returns if the job completed. A timeout raises `JobTimeoutError` and a remote
     cancellation `JobCancel`, so middleware sees them as the job's errors.
     """
-    row = handle.row
-    job = handle.job = Job.from_row(row, _decode_args(row, args_cls))
-    timeout = resolve_timeout(worker, job, config.job_timeout)
+    job = handle.job = _decode_job(handle, args_cls)
+    # A worker that does not choose its jobs' timeouts is not asked each time.
+    if type(worker).timeout is Worker.timeout:
+        timeout = config.job_timeout
+    else:
+        timeout = resolve_timeout(worker, job, config.job_timeout)
     started = trio.current_time()
-    with trio.CancelScope() as scope:
+    # Typed to return None, but user code may return anything: judged below. A
+    # function registered with `Workers.register` is called as it is, without
+    # the coroutine of the method that wraps it.
+    work: Callable[[Job[Any]], Awaitable[object]] = (
+        worker.fn if type(worker) is _FunctionWorker else worker.work
+    )
+    # The deadline given at construction: setting it afterwards costs as much again.
+    with trio.CancelScope(deadline=math.inf if timeout is None else started + timeout) as scope:
         handle.scope = scope
-        if timeout is not None:
-            scope.deadline = started + timeout
         if handle.cancel_requested:
             scope.cancel()
-        # Typed to return None, but user code may return anything: judged below.
-        work: Callable[[Job[Any]], Awaitable[object]] = worker.work
         result = await work(job)
     handle.scope = None
     if not scope.cancelled_caught:
-        if scope.cancel_called or trio.current_effective_deadline() == -math.inf:
-            _warn_cancellation_ignored(row, handle, timeout, started)
+        if scope.cancel_called or await _cancelled():
+            _warn_cancellation_ignored(job, handle, timeout, started)
         if result is not None:
-            _check_result(row, result)
+            _check_result(job, result)
         return
     if handle.cancel_requested:
         raise JobCancel("job cancelled remotely")
     raise JobTimeoutError(f"job exceeded its timeout of {timeout} s")
 
 
-def _decode_args(row: JobRow, args_cls: type[JobArgs]) -> JobArgs:
-    problem = metadata_problem(row)
-    if problem is not None:
-        raise JobDecodeError(f"job {row.id}: its metadata {problem}")
+async def _cancelled() -> bool:
+    """Whether an enclosing scope of this task is cancelled: not a checkpoint.
+
+    As ``trio.current_effective_deadline() == -math.inf``, in constant time
+    rather than a walk up every enclosing scope, which a job would pay on every
+    run. The cancellation caught here is raised again at the task's next
+    checkpoint.
+    """
     try:
-        return args_cls.from_json(json.loads(row.encoded_args))
+        await trio.lowlevel.checkpoint_if_cancelled()
+    except trio.Cancelled:
+        return True
+    return False
+
+
+def _decode_job(handle: RunningJob, args_cls: type[JobArgs]) -> Job[Any]:
+    """The job with its args decoded; it becomes the handle's row."""
+    record = handle.record
+    if record is None:
+        row = handle.row
+        args = _decode_args(row.id, row.kind, row.metadata, row.encoded_args, args_cls)
+        return Job.from_row(row, args)
+    # Straight from the fetched record: the row is built once, as the job. If
+    # the args do not decode, the handle builds its row from the record later.
+    values = row_values(record)
+    args = _decode_args(
+        values[_ID], values[_KIND], values[_METADATA], values[_ENCODED_ARGS], args_cls
+    )
+    job: Job[Any] = Job(*values, args)  # type: ignore[call-arg]  # the 18 fields, then args
+    handle._row = job
+    handle.record = None
+    return job
+
+
+# Where `row_values` puts the fields `_decode_job` reads.
+_FIELDS = [f.name for f in dataclasses.fields(JobRow)]
+_ID, _KIND, _METADATA, _ENCODED_ARGS = (
+    _FIELDS.index(name) for name in ("id", "kind", "metadata", "encoded_args")
+)
+
+
+def _decode_args(
+    job_id: int, kind: str, metadata: dict[str, Any], encoded: str, args_cls: type[JobArgs]
+) -> JobArgs:
+    problem = metadata_problem(metadata)
+    if problem is not None:
+        raise JobDecodeError(f"job {job_id}: its metadata {problem}")
+    try:
+        return args_cls.from_json(decode_json(encoded))
     except Exception as exc:
         why = str(exc) if isinstance(exc, JobDecodeError) else f"{type(exc).__name__}: {exc}"
         raise JobDecodeError(
-            f"job {row.id}: args of kind {row.kind!r} do not decode into "
-            f"{args_cls.__qualname__}: {why}"
+            f"job {job_id}: args of kind {kind!r} do not decode into {args_cls.__qualname__}: {why}"
         ) from exc
 
 
@@ -360,12 +444,12 @@ def _warn_cancellation_ignored(
 
 async def _failed(
     config: WorkConfig,
-    row: JobRow,
-    job: Job[Any] | None,
+    handle: RunningJob,
     worker: Worker[Any] | None,
     error: BaseException,
-    outcome: Callable[..., Outcome],
+    started: float,
 ) -> Outcome:
+    row = handle.row
     error_text = _error_json(row, error)
     # The hooks below are user code too: whatever they do, the job's outcome
     # must still be sent, or the producer (and with it the client) would fail.
@@ -378,6 +462,8 @@ async def _failed(
             log.exception("the error handler raised for job %d; applying the retry policy", row.id)
         else:
             if getattr(result, "set_cancelled", False) is True:
-                return outcome(OutcomeKind.CANCELLED, error=error_text)
-    retry = next_retry(row, job, worker, config.retry_policy, now=datetime.now(UTC))
-    return outcome(OutcomeKind.FAILED, error=error_text, retry_at=retry.at, delay=retry.delay)
+                return _outcome(handle, OutcomeKind.CANCELLED, started, error_text)
+    retry = next_retry(row, handle.job, worker, config.retry_policy, now=datetime.now(UTC))
+    return _outcome(
+        handle, OutcomeKind.FAILED, started, error_text, retry_at=retry.at, delay=retry.delay
+    )

@@ -6,8 +6,10 @@ import contextlib
 import logging
 import math
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -16,7 +18,6 @@ from ._driver._producer import FetchAttempt, confirm_fetch, fetch_jobs, queue_re
 from ._events import EventKind, Outcome, OutcomeKind, QueueEvent
 from ._exceptions import DatabaseError
 from ._executor import RunningJob, WorkConfig, execute
-from ._job import JobRow
 from ._service import Service
 
 if TYPE_CHECKING:
@@ -37,6 +38,10 @@ _FETCH_SHIELD_TIMEOUT = 10.0
 _SEND_SHIELD_TIMEOUT = 60.0
 
 _REFRESH_TIMEOUT = 10.0
+
+# Jobs of one fetch started together before Trio next looks at I/O (see
+# `Producer._start_in_slices`).
+_START_SLICE = 32
 
 #: Seconds between refreshes of a producer's queue row (see `Producer`); read when
 #: a producer is built.
@@ -65,6 +70,11 @@ class ProducerConfig:
     plain fetch."""
 
 
+def _fetch_order(record: Record) -> tuple[Any, ...]:
+    # The order a fetch's jobs start in (its UPDATE returns them in any order).
+    return (record["priority"], record["scheduled_at"], record["id"])
+
+
 class Producer(Service):
     """Fetches jobs of one queue with `FOR UPDATE SKIP LOCKED` and runs them.
 
@@ -73,7 +83,10 @@ class Producer(Service):
     slot) or when its jittered poll interval passes. Two fetches are at least
     `fetch_cooldown` apart, except a fetch for at least half the slots: that one
     is worth a round trip at once, which keeps latency low on an idle queue while
-    still batching under load.
+    still batching under load. One fetch takes at most half the slots (rounded
+    up, and never fewer than 32), so that under load the next fetch is in
+    flight while the jobs of the last one run: the database's work overlaps
+    this process's.
 
     Three scopes: fetching stops on `stop()`; job tasks live in the work scope,
     cancelled by `cancel_work()` or its deadline; outcomes go to the completer
@@ -117,6 +130,10 @@ class Producer(Service):
         # The flow fetch goes round the queue's partitions from where it stopped.
         self._flow_cursor: str | None = None
         self._flow_more = False
+        self._flow_wait: float | None = None
+        # Held jobs whose work is over but whose outcome the completer has not
+        # written yet, by id, with the attempt's attempted_at: see `persisted`.
+        self._finishing: dict[int, datetime] = {}
 
     # -- control, all synchronous (callable from notification callbacks) --
 
@@ -180,6 +197,17 @@ class Producer(Service):
         self._suspended = suspended
         self.wake()
 
+    def persisted(self, job_ids: Iterable[int]) -> None:
+        """The outcomes of these jobs are written: their rows say they ended.
+
+        Until then, this producer's flow fetch tells the database which of its
+        running rows have finished their work (the exact attempts), so that they
+        do not count against the queue's limits. Only ever this producer's own
+        jobs, and only those attempts: a job run again is counted again.
+        """
+        for job_id in job_ids:
+            self._finishing.pop(job_id, None)
+
     def request_refresh(self) -> None:
         """Refresh the queue row soon (e.g. after notifications may have been lost)."""
         self._refresh_requested.set()
@@ -218,6 +246,7 @@ class Producer(Service):
             raise RuntimeError("Producer.attach(outcomes) must be called before each run")
         self._cancel_work = False
         self._work_deadline = math.inf
+        self._finishing.clear()  # a past run's: counted again, to be safe
         with outcomes:
             self._live = outcomes
             try:
@@ -297,9 +326,13 @@ class Producer(Service):
         # added at runtime, jobs inserted while no client worked the queue).
         self._woken = True
         last_fetch = -math.inf
-        more = False  # the last fetch filled every slot: more jobs are likely waiting
+        more = False  # the last fetch got all it asked for: more jobs are likely waiting
         failures = 0
         half = max(1, self.max_workers // 2)
+        # A fetch's limit: half the slots, so that the next fetch can be in flight
+        # while its jobs run; but at least a slice, whose jobs all start at once
+        # (a small pool gains more from fewer round trips than from overlap).
+        most = max((self.max_workers + 1) // 2, _START_SLICE)
         while not self._stop_requested:
             now = trio.current_time()
             free = self.max_workers - len(self._running)
@@ -312,8 +345,9 @@ class Producer(Service):
                         await self._stop_event.wait()
                     continue
                 self._woken = False
+                limit = min(free, most)
                 try:
-                    rows = await self._fetch(free)
+                    rows = await self._fetch(limit)
                 except DatabaseError as exc:
                     self._early_cancels.clear()
                     failures += 1
@@ -328,20 +362,56 @@ class Producer(Service):
                 failures = 0
                 last_fetch = trio.current_time()
                 next_poll = last_fetch + self._poll_delay()
-                more = len(rows) == free or self._flow_more
+                if self._flow_wait is not None and len(rows) < limit:
+                    # A rate limit held jobs back: fetch again when it lets one go.
+                    next_poll = min(next_poll, last_fetch + max(self._flow_wait, 0.001))
+                more = len(rows) == limit or self._flow_more
                 early, self._early_cancels = self._early_cancels, set()
-                for row in rows:
-                    handle = RunningJob(row)
-                    if row.id in early:
+                handles = []
+                for record in rows:
+                    handle = RunningJob.fetched(record)
+                    if handle.id in early:
                         handle.cancel()
-                    self._running[row.id] = handle
-                    work.start_soon(self._job_task, handle, outcomes, name=f"job {row.id}")
+                    self._running[handle.id] = handle
+                    handles.append(handle)
+                if len(handles) <= _START_SLICE:
+                    self._start(work, handles, outcomes)
+                else:
+                    work.start_soon(self._start_in_slices, work, handles, outcomes)
                 continue
             self._changed = trio.Event()
             with trio.move_on_at(next_poll if free > 0 and not idle else math.inf):
                 await self._changed.wait()
 
-    async def _fetch(self, limit: int) -> list[JobRow]:
+    def _start(
+        self,
+        work: trio.Nursery,
+        handles: list[RunningJob],
+        outcomes: trio.MemorySendChannel[Outcome | QueueEvent],
+    ) -> None:
+        for handle in handles:
+            work.start_soon(self._job_task, handle, outcomes, name=f"job {handle.id}")
+
+    async def _start_in_slices(
+        self,
+        work: trio.Nursery,
+        handles: list[RunningJob],
+        outcomes: trio.MemorySendChannel[Outcome | QueueEvent],
+    ) -> None:
+        """Start a large fetch's jobs a slice at a time, letting I/O in between.
+
+        The next fetch is in flight meanwhile, and each of its round trips is
+        answered only when Trio looks at I/O, between two runs of every task
+        ready to run: started at once, the whole fetch's jobs would run before
+        its first reply is read, and the database would sit idle until then.
+        Never cancelled half way: every job of the fetch gets its task.
+        """
+        for first in range(0, len(handles), _START_SLICE):
+            if first:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            self._start(work, handles[first : first + _START_SLICE], outcomes)
+
+    async def _fetch(self, limit: int) -> list[Record]:
         driver = self._config.driver
         self.fetches += 1
         self._fetching = True
@@ -371,13 +441,10 @@ class Producer(Service):
                 records = await self._confirm(attempt.rows, problem)
         finally:
             self._fetching = False
-        rows = [JobRow.from_record(r) for r in records]
-        rows.sort(key=lambda r: (r.priority, r.scheduled_at, r.id))
-        return rows
+        records.sort(key=_fetch_order)
+        return records
 
-    async def _flow_fetch(
-        self, limit: int, attempt: FetchAttempt, flow: FlowFetch
-    ) -> list[Record]:
+    async def _flow_fetch(self, limit: int, attempt: FetchAttempt, flow: FlowFetch) -> list[Record]:
         driver = self._config.driver
         self._flow_more = False
         fetched = await driver.run(
@@ -389,8 +456,10 @@ class Producer(Service):
             flow,
             self._flow_cursor,
             attempt,
+            list(self._finishing.items()),
         )
         self._flow_cursor = fetched.cursor
+        self._flow_wait = fetched.wait
         # Fetch again at once when jobs were adopted (the next fetch can take
         # them), or when partitions past this fetch's window may have room.
         self._flow_more = fetched.adopted > 0 or (fetched.window_full and bool(fetched.rows))
@@ -445,11 +514,18 @@ class Producer(Service):
     ) -> None:
         # Anything but a completed run of `execute` (cancellation from outside:
         # hard stop, soft stop timeout, the enclosing scope) is an interruption.
-        outcome = Outcome(job=handle.row, kind=OutcomeKind.INTERRUPTED)
+        outcome: Outcome | None = None
         try:
             outcome = await execute(self._config.work, handle)
         finally:
-            del self._running[handle.row.id]
+            if outcome is None:
+                outcome = Outcome(job=handle.row, kind=OutcomeKind.INTERRUPTED)
+            if self._config.flow is not None and handle.row.attempted_at is not None:
+                # Its row stays running until the outcome is written, but the
+                # work is over: this producer may start another in its place now.
+                self._finishing[handle.row.id] = handle.row.attempted_at
+                self._woken = True
+            del self._running[handle.id]
             try:
                 # Not a checkpoint: works even in a cancelled scope.
                 outcomes.send_nowait(outcome)
@@ -462,6 +538,6 @@ class Producer(Service):
                         "the completer took no outcome for %s s; job %d stays running "
                         "for the rescuer",
                         _SEND_SHIELD_TIMEOUT,
-                        handle.row.id,
+                        handle.id,
                     )
             self._changed.set()

@@ -19,14 +19,14 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal
 
 import trio
 
-from ._events import Event, EventKind
+from ._events import Event, EventBatch, EventKind
 from ._exceptions import InvalidInputError
 from ._service import Service
 from ._validate import integer
@@ -73,8 +73,10 @@ class SubscriptionManager(Service):
 
     def __init__(self) -> None:
         super().__init__()
-        self._source: trio.MemoryReceiveChannel[list[Event]] | None = None
+        self._source: trio.MemoryReceiveChannel[Sequence[Event]] | None = None
         self._subscriptions: dict[int, Subscription] = {}
+        # Each kind's subscriptions, worked out when first needed after a change.
+        self._targets: dict[EventKind, tuple[Subscription, ...]] = {}
         self._ids = itertools.count(1)
         self.counts: Counter[EventKind] = Counter()
         """Events received from the completer, per kind, over every run."""
@@ -89,7 +91,7 @@ class SubscriptionManager(Service):
         """The live subscriptions, oldest first."""
         return list(self._subscriptions.values())
 
-    def attach(self, source: trio.MemoryReceiveChannel[list[Event]]) -> None:
+    def attach(self, source: trio.MemoryReceiveChannel[Sequence[Event]]) -> None:
         """Set the channel the next run reads; not a checkpoint.
 
         The run owns it from then on: it reads until end-of-channel and closes it.
@@ -142,10 +144,12 @@ class SubscriptionManager(Service):
         send, receive = trio.open_memory_channel[Event](buffer)
         sub = Subscription(next(self._ids), kinds, buffer, overflow, send, receive)
         self._subscriptions[sub.id] = sub
+        self._targets = {}
         return sub
 
     def _unregister(self, sub: Subscription) -> None:
         self._subscriptions.pop(sub.id, None)
+        self._targets = {}
         sub.active = False
         # Closing the receive side wakes a send blocked on it with
         # BrokenResourceError, which _deliver treats as "gone". The send side stays
@@ -180,17 +184,27 @@ class SubscriptionManager(Service):
         # Not a checkpoint: every subscriber sees end-of-channel after what is
         # buffered. Later subscriptions register for the next run.
         subs, self._subscriptions = self._subscriptions, {}
+        self._targets = {}
         for sub in subs.values():
             sub.active = False
             sub.send.close()
 
-    async def _distribute(self, batch: Iterable[Event]) -> None:
-        for event in batch:
+    async def _distribute(self, batch: Sequence[Event]) -> None:
+        # An event nobody subscribed to is counted, never built (see EventBatch).
+        kinds = batch.kinds if isinstance(batch, EventBatch) else [e.kind for e in batch]
+        self.counts.update(kinds)
+        for index, kind in enumerate(kinds):
             self.events_total += 1
-            self.counts[event.kind] += 1
             # Chosen before the first send: a subscription made while this event is
             # being delivered starts with the next one.
-            targets = [s for s in self._subscriptions.values() if event.kind in s.kinds]
+            targets = self._targets.get(kind)
+            if targets is None:
+                targets = self._targets[kind] = tuple(
+                    s for s in self._subscriptions.values() if kind in s.kinds
+                )
+            if not targets:
+                continue
+            event = batch[index]
             for sub in targets:
                 if not sub.active:
                     continue  # left while an earlier send of this event was blocked

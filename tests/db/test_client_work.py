@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import pytest
 import trio
@@ -11,6 +13,10 @@ import trio
 import rivertrio
 from rivertrio import EventKind, JobState
 from rivertrio._driver import Driver
+from rivertrio._driver._producer import fetch_jobs
+from rivertrio._events import Outcome, OutcomeKind, QueueEvent
+from rivertrio._executor import WorkConfig
+from rivertrio._producer import Producer, ProducerConfig
 from support.common import (
     Noop,
     Task,
@@ -24,6 +30,8 @@ from support.common import (
 )
 
 pytestmark = pytest.mark.timeout(60)
+
+T = TypeVar("T")
 
 
 async def work_one(
@@ -470,3 +478,104 @@ async def test_two_clients_never_run_the_same_job(
     assert len(ids) == n
     assert len(set(ids)) == n
     assert {who for _, who in runs} == {"client-a", "client-b"}
+
+
+class CountingDriver:
+    """A real driver that records each fetch: what it asked for, what it got."""
+
+    def __init__(self, inner: Driver) -> None:
+        self.inner = inner
+        self.fetches: list[tuple[int, int]] = []
+
+    @property
+    def configured_schema(self) -> str | None:
+        """The wrapped driver's schema."""
+        return self.inner.configured_schema
+
+    async def run(self, fn: Callable[..., Coroutine[Any, Any, T]], /, *args: Any) -> T:
+        """Run ``fn`` on the real driver, noting a fetch's limit and rows."""
+        result = await self.inner.run(fn, *args)
+        if fn is fetch_jobs:
+            self.fetches.append((args[2], len(cast("list[Any]", result))))
+        return result
+
+
+async def test_a_fetch_takes_at_most_half_the_slots(
+    database_url: str, migrated_schema: str, driver: Driver
+) -> None:
+    # Half at a time, so that the next fetch is in flight while the jobs of the
+    # last one run; the slots still bound how many run at once.
+    async with rivertrio.open_client(
+        rivertrio.Config(schema=migrated_schema), database_url=database_url
+    ) as inserter:
+        await inserter.insert_many([Task(n=i) for i in range(150)])
+    running_now = peak = 0
+    all_slots = trio.Event()
+    release = trio.Event()
+
+    async def work(job: rivertrio.Job[Task]) -> None:
+        nonlocal running_now, peak
+        running_now += 1
+        peak = max(peak, running_now)
+        if running_now == 100:
+            all_slots.set()
+        await release.wait()
+        running_now -= 1
+
+    counting = CountingDriver(driver)
+    cfg = config(migrated_schema, workers=task_workers(work))
+    producer = Producer(
+        ProducerConfig(
+            driver=cast("Driver", counting),
+            client_id="test-client",
+            queue="default",
+            max_workers=100,
+            fetch_cooldown=0.001,
+            fetch_poll_interval=1.0,
+            work=WorkConfig(
+                workers=cfg.workers,
+                job_timeout=None,
+                retry_policy=cfg.retry_policy,
+                error_handler=None,
+                enter_job=lambda: None,
+            ),
+        )
+    )
+    send, receive = trio.open_memory_channel[Outcome | QueueEvent](math.inf)
+    producer.attach(send)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(producer.run)
+            await all_slots.wait()
+            assert counting.fetches[:2] == [(50, 50), (50, 50)]
+            assert await states(driver) == {"running": 100, "available": 50}
+            release.set()
+            producer.stop()
+    outcomes = [item async for item in receive]
+    assert len(outcomes) >= 100
+    assert all(isinstance(o, Outcome) and o.kind is OutcomeKind.COMPLETED for o in outcomes)
+    assert all(limit <= 50 for limit, _ in counting.fetches)
+    assert peak == 100
+
+
+async def test_hard_stop_while_a_large_fetch_starts_leaves_nothing_running(
+    database_url: str, migrated_schema: str, driver: Driver
+) -> None:
+    # A fetch of more jobs than one slice starts them a slice at a time; a hard
+    # stop meanwhile must still give every fetched job its task, which is
+    # interrupted and hands its row back.
+    first = trio.Event()
+
+    async def work(job: rivertrio.Job[Task]) -> None:
+        first.set()
+        await trio.sleep_forever()
+
+    cfg = config(migrated_schema, workers=task_workers(work), max_workers=400)
+    async with running(cfg, database_url) as client:
+        await client.insert_many([Task(n=i) for i in range(400)])
+        with trio.fail_after(10):
+            await first.wait()
+            await client.stop_and_cancel()
+    assert await states(driver) == {"available": 400}
+    attempts = await driver.fetch("SELECT DISTINCT attempt FROM /*schema*/river_job")
+    assert [r["attempt"] for r in attempts] == [0]

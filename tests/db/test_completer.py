@@ -12,7 +12,9 @@ import trio.testing
 
 from rivertrio._completer import Completer, CompletionItem
 from rivertrio._driver import Driver
+from rivertrio._driver._sql import JOB_COLUMNS
 from rivertrio._events import Event, EventKind, OutcomeKind, QueueEvent
+from rivertrio._job import JobRow
 from support.completion import (
     FAST,
     FaultyDriver,
@@ -400,6 +402,64 @@ async def test_two_outcomes_for_one_job_are_persisted_once(driver: Driver) -> No
     assert completer.counters.rows_persisted == 1
     assert completer.counters.rows_finished_elsewhere == 1
     assert await states(driver, [row.id]) == {row.id: "completed"}
+
+
+async def stored_rows(driver: Driver, ids: list[int]) -> list[JobRow]:
+    records = await driver.fetch(
+        f"SELECT {JOB_COLUMNS} FROM /*schema*/river_job WHERE id = ANY($1) ORDER BY id", ids
+    )
+    return [JobRow.from_record(r) for r in records]
+
+
+async def test_events_carry_the_rows_as_stored(driver: Driver) -> None:
+    # The statement sends back only the columns it changed of the attempts the
+    # completer handed it, and the events fill in the rest from the fetched rows:
+    # the rows they carry must still be the rows as stored, column for column.
+    rows = await insert_running(driver, 4, metadata={"tag": "x"}, attempt=2)
+    completed, failed, snoozed, cancelled = rows
+    # Metadata merged while a job ran (a progress report, a job_cancel mark).
+    await driver.execute(
+        "UPDATE /*schema*/river_job SET metadata = metadata || '{\"during\": 1}' WHERE id = $1",
+        completed.id,
+    )
+    completer = Completer(driver, **FAST)
+    batches = await run_to_end(
+        completer,
+        [
+            outcome(completed, OutcomeKind.COMPLETED),
+            outcome(failed, OutcomeKind.FAILED, delay=HOUR),
+            outcome(snoozed, OutcomeKind.SNOOZED, delay=HOUR),
+            outcome(cancelled, OutcomeKind.CANCELLED),
+        ],
+    )
+
+    events = flat(batches)
+    assert [e.job for e in events] == await stored_rows(driver, [r.id for r in rows])
+    assert [type(e.job) for e in events] == [JobRow] * 4
+    assert events[0].job is not None and events[0].job.metadata == {"tag": "x", "during": 1}
+    assert events[1].job is not None and [e.error for e in events[1].job.errors] == ["boom"]
+
+
+async def test_a_row_fetched_again_meanwhile_is_reported_in_full(driver: Driver) -> None:
+    # Rescued while this attempt ran, then fetched again by another client: the row
+    # is running again, in an attempt the completer does not hold. It is still
+    # completed (only rows still running change, as in River), and its event
+    # carries the row as stored, not the columns of the attempt handed in.
+    [row] = await insert_running(driver)
+    await driver.execute(
+        "UPDATE /*schema*/river_job SET attempt = attempt + 1, "
+        "attempted_at = attempted_at + interval '1 minute', "
+        "attempted_by = array_append(attempted_by, 'other-client') WHERE id = $1",
+        row.id,
+    )
+    completer = Completer(driver, **FAST)
+    batches = await run_to_end(completer, [outcome(row, OutcomeKind.COMPLETED)])
+
+    [event] = flat(batches)
+    assert [event.job] == await stored_rows(driver, [row.id])
+    assert event.job is not None
+    assert (event.job.attempt, event.job.attempted_by[-1]) == (2, "other-client")
+    assert completer.counters.rows_persisted == 1
 
 
 # -- lifecycle: shielded, ends by end-of-channel, restartable -----------------------------

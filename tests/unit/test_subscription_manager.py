@@ -10,8 +10,9 @@ import pytest
 import trio
 
 from rivertrio import InvalidInputError
-from rivertrio._events import Event, EventKind
+from rivertrio._events import Event, EventBatch, EventKind, Outcome, OutcomeKind, QueueEvent
 from rivertrio._subscriptions import SubscriptionManager
+from support.common import running_row
 from support.completion import ALL_KINDS, read_all
 
 
@@ -118,3 +119,61 @@ async def test_manager_is_shielded_and_ends_only_at_end_of_input() -> None:
             assert [e.queue async for e in events] == ["late"]
     assert still_running == [True], "neither stop() nor cancellation cuts delivery short"
     assert manager.stopped
+
+
+def _completed(job_id: int) -> Outcome:
+    # An outcome whose event cannot be built: its record (below) lacks every column.
+    return Outcome(job=running_row(id=job_id), kind=OutcomeKind.COMPLETED)
+
+
+async def test_events_nobody_asked_for_are_counted_not_built() -> None:
+    # The completer's batches build an event only when it is read: a job event
+    # whose record could not even be read must pass through, counted, as long as
+    # no subscription wants its kind.
+    manager = SubscriptionManager()
+    batch = EventBatch(
+        [EventKind.JOB_COMPLETED, EventKind.QUEUE_PAUSED, EventKind.JOB_COMPLETED],
+        [_completed(1), QueueEvent(EventKind.QUEUE_PAUSED, "q"), _completed(2)],
+        [{}, None, {}],
+        now=0.0,
+    )
+    send, receive = trio.open_memory_channel[EventBatch](1)
+    with trio.fail_after(5):
+        async with manager.subscribe(EventKind.QUEUE_PAUSED) as paused:
+            async with trio.open_nursery() as nursery:
+                manager.attach(receive)
+                await nursery.start(manager.run)
+                with send:
+                    await send.send(batch)
+            assert [e async for e in paused] == [Event(EventKind.QUEUE_PAUSED, queue="q")]
+    assert manager.counts == {EventKind.JOB_COMPLETED: 2, EventKind.QUEUE_PAUSED: 1}
+    assert manager.events_total == 3
+    with pytest.raises(KeyError):
+        batch[0]  # what reading it would have done
+
+
+def test_event_batch_builds_each_event_once() -> None:
+    row = running_row(id=7)
+    record = {
+        "state": "completed",
+        "attempt": row.attempt,
+        "finalized_at": row.attempted_at,
+        "scheduled_at": row.scheduled_at,
+        "metadata": '{"done": true}',
+        "errors": None,
+        "changes_only": True,
+    }
+    batch = EventBatch(
+        [EventKind.JOB_COMPLETED],
+        [Outcome(job=row, kind=OutcomeKind.COMPLETED, finished_at=1.0)],
+        [record],
+        now=3.0,
+    )
+    assert len(batch) == 1
+    [event] = batch
+    assert event is batch[0] is batch[-1] and batch[:] == [event]
+    assert event.kind is EventKind.JOB_COMPLETED
+    assert event.job is not None
+    assert (event.job.id, event.job.state, event.job.metadata) == (7, "completed", {"done": True})
+    assert event.job.errors == row.errors and event.job.tags == row.tags
+    assert event.stats is not None and event.stats.complete_duration == 2.0

@@ -35,14 +35,25 @@ _STATE = f"""(CASE
     WHEN u.outcome = 'failed' THEN 'retryable'
     ELSE 'scheduled'
 END)::/*schema*/river_job_state"""
+# The columns the completion changes, and the others (see the end of `COMPLETE`).
+_CHANGED = "id, state, attempt, finalized_at, scheduled_at, metadata, errors"
+_UNCHANGED = (
+    "max_attempts, attempted_at, attempted_by, created_at, priority, queue, kind, tags, args, "
+    "unique_key, unique_states"
+)
+_UNCHANGED_NULLS = ", ".join(f"NULL AS {c.strip()}" for c in _UNCHANGED.split(","))
+assert sorted(c.strip() for c in f"{_CHANGED}, {_UNCHANGED}".split(",")) == sorted(
+    c.strip() for c in JOB_COLUMNS.split(",")
+)
+
 _RESTORES_ATTEMPT = f"(u.outcome IN ('snoozed', 'interrupted') AND {_STATE} <> 'cancelled')"
 
 COMPLETE = f"""
 WITH u AS (
     SELECT *
     FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::float8[], $5::jsonb[],
-        $6::jsonb[], $7::boolean[])
-        AS u(id, outcome, retry_at, delay, error, metadata_updates, held)
+        $6::jsonb[], $7::boolean[], $8::timestamptz[])
+        AS u(id, outcome, retry_at, delay, error, metadata_updates, held, attempted_at)
 ),
 updated AS (
     UPDATE /*schema*/river_job AS j
@@ -64,10 +75,16 @@ updated AS (
                 -- Another client may have stored anything there: count only numbers.
                 to_jsonb(CASE WHEN jsonb_typeof(j.metadata -> 'snoozes') = 'number'
                     THEN (j.metadata ->> 'snoozes')::numeric::int ELSE 0 END + 1))
-            ELSE j.metadata END || coalesce(u.metadata_updates, '{{}}'::jsonb)
+                || coalesce(u.metadata_updates, '{{}}'::jsonb)
+            -- Unchanged (the common case) is not rebuilt.
+            WHEN u.metadata_updates IS NULL THEN j.metadata
+            ELSE j.metadata || u.metadata_updates END
     FROM u
     WHERE j.id = u.id AND j.state = 'running'
-    RETURNING {J_JOB_COLUMNS}
+    RETURNING {J_JOB_COLUMNS},
+        -- Still the attempt the caller fetched: only the columns set above changed.
+        j.attempted_at = u.attempted_at AS ours,
+        u.error IS NOT NULL AS errored
 ),
 -- Rows someone else finished: the lock makes a row that another transaction
 -- changed or deleted while we waited for it read as it is now (or not at all),
@@ -75,13 +92,22 @@ updated AS (
 others AS (
     SELECT {J_JOB_COLUMNS}
     FROM /*schema*/river_job AS j
-    JOIN u ON u.id = j.id
-    WHERE j.id NOT IN (SELECT id FROM updated)
+    -- Looked up by key: a join with `u` may scan the whole table for the few
+    -- rows (mostly none) left.
+    WHERE j.id = ANY(ARRAY(SELECT id FROM u WHERE id NOT IN (SELECT id FROM updated)))
     FOR SHARE OF j
 )
-SELECT *, true AS persisted FROM updated
+-- The caller's own attempts come back as what this statement changed (errors
+-- only when it added one), and the caller keeps the rest: a batch's worth of
+-- columns it already holds is neither sent nor decoded again.
+SELECT id, state, attempt, finalized_at, scheduled_at, metadata,
+    CASE WHEN errored THEN errors END AS errors, true AS persisted, true AS changes_only,
+    {_UNCHANGED_NULLS}
+FROM updated WHERE ours
 UNION ALL
-SELECT *, false FROM others
+SELECT {_CHANGED}, true, false, {_UNCHANGED} FROM updated WHERE ours IS NOT TRUE
+UNION ALL
+SELECT {_CHANGED}, false, false, {_UNCHANGED} FROM others
 """
 
 
@@ -90,24 +116,39 @@ async def complete_jobs(
     schema: str | None,
     ids: list[int],
     outcomes: list[str],
-    retry_at: list[datetime | None],
-    delays: list[float | None],
-    errors: list[str | None],
+    retry_at: list[datetime | None] | None,
+    delays: list[float | None] | None,
+    errors: list[str | None] | None,
     metadata_updates: list[str | None] | None = None,
     held: list[bool] | None = None,
+    attempted_at: list[datetime | None] | None = None,
 ) -> list[asyncpg.Record]:
     """Persist a batch of outcomes in one statement; see `COMPLETE`.
+
+    Every list but `ids` and `outcomes` may be None, which stands for all NULL
+    (false for `held`).
 
     `held` says which jobs rivertrio holds for a flow fetch (see
     `rivertrio._flow`): an outcome that is not final puts those back in
     ``pending`` rather than where any fetch could take them.
+
+    Each record has ``persisted`` (false: someone else finished the row, which
+    is returned as stored) and ``changes_only``: true for a row changed in the
+    attempt whose ``attempted_at`` the caller gave, which comes back with only
+    the columns the completion sets (``errors`` is NULL unless it added one);
+    the other columns are NULL and the caller has them already.
     """
-    if metadata_updates is None:
-        metadata_updates = [None] * len(ids)
-    if held is None:
-        held = [False] * len(ids)
+    # unnest() pads an array shorter than the others, a NULL one too, with NULLs.
     return await conn.fetch(
-        qualify(COMPLETE, schema), ids, outcomes, retry_at, delays, errors, metadata_updates, held
+        qualify(COMPLETE, schema),
+        ids,
+        outcomes,
+        retry_at,
+        delays,
+        errors,
+        metadata_updates,
+        held,
+        attempted_at,
     )
 
 
