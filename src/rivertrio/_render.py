@@ -20,7 +20,7 @@ from ._config import Config
 from ._driver._insert import insert_statement
 from ._driver._topics import INSERT_TOPIC, channel
 from ._exceptions import InvalidInputError
-from ._insert import prepare_job
+from ._prepare import prepare_job
 from ._validate import schema_name_problem
 
 __all__ = ["Paramstyle", "render_insert"]

@@ -41,8 +41,8 @@ from ._driver._workflow import (
 )
 from ._exceptions import InvalidInputError, NotFoundError
 from ._flow import WAIT_KEY, WORKFLOW_KEY, stamp
-from ._insert import DEFAULT_QUEUE
 from ._job import JobRow, JobState
+from ._prepare import DEFAULT_QUEUE
 from ._validate import integer
 
 if TYPE_CHECKING:

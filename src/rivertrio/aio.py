@@ -37,7 +37,8 @@ from ._driver._errors import describe_url, map_error
 from ._driver._insert import JobToInsert, available_queues, copy_jobs, insert_jobs
 from ._driver._topics import INSERT_TOPIC, channel
 from ._exceptions import ConfigError, DatabaseError, InvalidInputError
-from ._insert import InsertResult, _dedupe, _results, prepare_job, prepare_many
+from ._insert import InsertResult
+from ._prepare import dedupe, prepare_job, prepare_many, results
 
 __all__ = ["AsyncConnection", "AsyncInsertClient", "open_insert_client"]
 
@@ -162,14 +163,14 @@ class AsyncInsertClient:
     async def _insert(
         self, conn: asyncpg.Connection, jobs: list[JobToInsert]
     ) -> list[InsertResult]:
-        sent, slot_of = _dedupe(jobs)
+        sent, slot_of = dedupe(jobs)
         queues = self._may_notify({j.queue for j in sent if not j.pending})
         payloads = [_payload(q) for q in queues]
         schema = self._schema
         chan = await self._channel_name(conn)
         records = await self._mapped(insert_jobs(conn, schema, sent, chan, queues, payloads))
         self._notified(available_queues(records))
-        return _results(records, slot_of)  # type: ignore[return-value]  # no errors in it
+        return results(records, slot_of)  # type: ignore[return-value]  # no errors in it
 
     async def _copy(self, conn: asyncpg.Connection, jobs: list[JobToInsert]) -> int:
         chan = await self._channel_name(conn)

@@ -12,7 +12,7 @@ import pytest
 import rivertrio
 from rivertrio import ConfigError, FlowControl, FlowKey, InvalidInputError, RateLimit
 from rivertrio._config import Config
-from rivertrio._insert import prepare_job
+from rivertrio._prepare import prepare_job
 
 
 @dataclass

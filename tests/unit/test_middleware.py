@@ -19,8 +19,8 @@ import trio
 import rivertrio
 from rivertrio import Hook, JobInsertParams, Middleware
 from rivertrio._driver._insert import JobToInsert
-from rivertrio._insert import prepare_job
 from rivertrio._middleware import Extensions
+from rivertrio._prepare import prepare_job
 from rivertrio.testing import work_job
 
 pytestmark = pytest.mark.timeout(60)

@@ -20,8 +20,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 import rivertrio
 from rivertrio import JobInsertParams
 from rivertrio._driver._insert import JobToInsert
-from rivertrio._insert import prepare_job
 from rivertrio._middleware import Extensions
+from rivertrio._prepare import prepare_job
 from rivertrio.otel import METADATA_TRACE_CONTEXT
 from rivertrio.testing import work_job
 from support.otel import Telemetry

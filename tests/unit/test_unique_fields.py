@@ -20,7 +20,7 @@ import pytest
 
 import rivertrio
 from rivertrio import Config, InsertOpts, JobArgs, UniqueOpts
-from rivertrio._insert import prepare_job
+from rivertrio._prepare import prepare_job
 from rivertrio._unique import unique_key, unique_key_string
 from rivertrio._unique_fields import unique_fields
 

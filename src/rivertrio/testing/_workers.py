@@ -22,9 +22,9 @@ from rivertrio._config import Config
 from rivertrio._events import OutcomeKind
 from rivertrio._exceptions import ConfigError, InvalidInputError, UnknownJobKindError
 from rivertrio._executor import RunningJob, WorkConfig, execute
-from rivertrio._insert import prepare_job
 from rivertrio._job import METADATA_OUTPUT, JobRow, JobState
 from rivertrio._middleware import Extensions
+from rivertrio._prepare import prepare_job
 from rivertrio._util import collapse_single_groups
 from rivertrio._worker import Worker, Workers
 
