@@ -40,6 +40,7 @@ from rivertrio._job import JobRow
 from rivertrio._liveness import CLIENT_ID_MARKER
 from support.flow import FLOW_LOG_DDL, Run, max_overlap, most_starts_in_a_window, read_runs
 from support.flow_scenario import (
+    CRASH_EXIT_CODE,
     LIMIT,
     LIMITED,
     RATE,
@@ -68,21 +69,30 @@ class Workers:
         self.stopping = False
 
     async def start(self) -> None:
-        client_id = f"flow-{next(self._count)}-{uuid.uuid4().hex[:6]}{CLIENT_ID_MARKER}"
         path = [str(TESTS), *filter(None, [os.environ.get("PYTHONPATH")])]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
-        proc = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "support.flow_scenario", self._url, self._schema, client_id],
-            stdout=subprocess.PIPE,
-            env=env,
-        )
-        assert proc.stdout is not None
-        with trio.fail_after(30):
-            out = b""
-            while b"ready\n" not in out:
-                chunk = await proc.stdout.receive_some()
-                assert chunk, f"worker {client_id} exited before it was ready"
-                out += chunk
+        while True:
+            client_id = f"flow-{next(self._count)}-{uuid.uuid4().hex[:6]}{CLIENT_ID_MARKER}"
+            proc = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "support.flow_scenario", self._url, self._schema, client_id],
+                stdout=subprocess.PIPE,
+                env=env,
+            )
+            assert proc.stdout is not None
+            with trio.fail_after(30):
+                out = b""
+                while b"ready\n" not in out:
+                    chunk = await proc.stdout.receive_some()
+                    if not chunk:
+                        break
+                    out += chunk
+                if b"ready\n" in out:
+                    break
+                # A worker's producers start before it says "ready", so a crashing job
+                # can take it down first: that is a death like any other.
+                code = await proc.wait()
+            assert code == CRASH_EXIT_CODE, f"worker {client_id} exited {code} before it was ready"
+            self.deaths += 1
         self.running[client_id] = proc
         self._nursery.start_soon(self._watch, client_id, proc)
 

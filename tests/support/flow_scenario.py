@@ -45,6 +45,9 @@ RATE = RateLimit(limit=12, period=1.0)
 LIMIT = 3
 MAX_WORKERS = 10
 
+#: The exit status of a worker process that a crashing job took down.
+CRASH_EXIT_CODE = 70
+
 
 def flow_rules() -> dict[str, FlowControl]:
     """The scenario's rules, given to every client (inserting and working)."""
@@ -76,7 +79,8 @@ def worker_config(schema: str, client_id: str, driver: Driver) -> rivertrio.Conf
         await log_event(driver, job, "start")
         try:
             if job.attempt == job.args.crash_attempt:
-                os._exit(70)  # the whole process dies, as a segfault or an OOM kill would
+                # The whole process dies, as a segfault or an OOM kill would.
+                os._exit(CRASH_EXIT_CODE)
             await trio.sleep(job.args.work_ms / 1000)
         finally:
             # Also when cancelled (job_cancel): the run ended now.
