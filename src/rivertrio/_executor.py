@@ -19,11 +19,18 @@ import trio
 
 from ._args import Job, JobArgs
 from ._events import Outcome, OutcomeKind
-from ._exceptions import JobDecodeError, JobTimeoutError, UnknownJobKindError, WorkResultError
+from ._exceptions import (
+    JobCancel,
+    JobDecodeError,
+    JobSnooze,
+    JobTimeoutError,
+    UnknownJobKindError,
+    WorkResultError,
+)
 from ._job import JobRow, decode_json, metadata_problem, row_values
 from ._middleware import Extensions
 from ._retry import RetryPolicy, next_retry
-from ._worker import JobCancel, JobSnooze, Worker, Workers, _FunctionWorker, resolve_timeout
+from ._worker import Worker, Workers, _FunctionWorker, resolve_timeout
 
 if TYPE_CHECKING:
     from ._config import ErrorHandler

@@ -12,10 +12,6 @@ from typing import Any, Final, Generic, Literal, TypeVar
 
 from ._args import Job, JobArgs
 from ._exceptions import ConfigError, InvalidInputError
-
-# The executor still imports these two from here; they live in _exceptions.
-from ._exceptions import JobCancel as JobCancel
-from ._exceptions import JobSnooze as JobSnooze
 from ._hooks import Middleware
 from ._middleware import sort_middleware
 from ._validate import duration

@@ -10,14 +10,8 @@ import pytest
 
 from rivertrio import ConfigError, InvalidInputError
 from rivertrio._args import Job, JobArgs
-from rivertrio._worker import (
-    DEFAULT_TIMEOUT,
-    JobCancel,
-    JobSnooze,
-    Worker,
-    Workers,
-    resolve_timeout,
-)
+from rivertrio._exceptions import JobCancel, JobSnooze
+from rivertrio._worker import DEFAULT_TIMEOUT, Worker, Workers, resolve_timeout
 from support.common import running_row
 
 
