@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._driver._flow import FlowFetch, flow_fetch_jobs
+from ._driver._flow import FlowFetch, flow_adopt, flow_fetch_jobs
 from ._driver._producer import FetchAttempt, confirm_fetch, fetch_jobs, queue_refresh
 from ._events import EventKind, Outcome, OutcomeKind, QueueEvent
 from ._exceptions import DatabaseError
@@ -430,7 +430,9 @@ class Producer(Service):
                             attempt,
                         )
                     else:
-                        records = await self._flow_fetch(limit, attempt, self._config.flow)
+                        # A failure leaves nothing in doubt here: jobs a lost
+                        # reply started come back with the next flow fetch.
+                        records = await self._flow_fetch(limit, self._config.flow)
                 except DatabaseError as exc:
                     problem = exc
             if scope.cancelled_caught:
@@ -444,7 +446,7 @@ class Producer(Service):
         records.sort(key=_fetch_order)
         return records
 
-    async def _flow_fetch(self, limit: int, attempt: FetchAttempt, flow: FlowFetch) -> list[Record]:
+    async def _flow_fetch(self, limit: int, flow: FlowFetch) -> list[Record]:
         driver = self._config.driver
         self._flow_more = False
         fetched = await driver.run(
@@ -455,14 +457,22 @@ class Producer(Service):
             self._config.client_id,
             flow,
             self._flow_cursor,
-            attempt,
+            [*self._running, *self._finishing],
             list(self._finishing.items()),
         )
         self._flow_cursor = fetched.cursor
         self._flow_wait = fetched.wait
-        # Fetch again at once when jobs were adopted (the next fetch can take
-        # them), or when partitions past this fetch's window may have room.
-        self._flow_more = fetched.adopted > 0 or (fetched.window_full and bool(fetched.rows))
+        # Fetch again at once when partitions past this fetch's window may have room.
+        self._flow_more = fetched.window_full and bool(fetched.rows)
+        if fetched.available:
+            # Jobs inserted without the queue's rules (by a River client, say):
+            # held now, taken by the next fetch, at once.
+            try:
+                self._flow_more = (
+                    await driver.run(flow_adopt, driver.configured_schema, self.queue, flow) > 0
+                )
+            except DatabaseError as exc:
+                log.warning("holding available jobs of queue %s failed: %s", self.queue, exc)
         return fetched.rows
 
     async def _confirm(self, taken: list[Record], problem: DatabaseError) -> list[Record]:

@@ -8,6 +8,7 @@ fetch of the queue waits for the first to commit, then sees what it started.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -21,7 +22,7 @@ import trio
 import rivertrio
 from rivertrio import FlowControl, FlowKey, InsertOpts
 from rivertrio._driver import Driver, qualify
-from rivertrio._driver._flow import _lock_sql, flow_fetch_jobs
+from rivertrio._driver._flow import FETCH, flow_adopt, flow_fetch_jobs
 from rivertrio._driver._producer import fetch_jobs
 from rivertrio._flow import fetch_rules
 from rivertrio._job import JobRow
@@ -235,8 +236,9 @@ async def test_a_second_fetch_waits_for_the_first_and_counts_what_it_started(
     database_url: str, driver: Driver, migrated_schema: str
 ) -> None:
     # What makes the limit global: flow fetches of a queue take turns on a lock
-    # held to their commit. Without it, the second fetch would count none of the
-    # first one's (uncommitted) jobs as running and start 3 more.
+    # held to their commit, and each counts running jobs after taking it.
+    # Without it, the second fetch would count none of the first one's
+    # (uncommitted) jobs as running and start 3 more.
     rules = FlowControl(concurrency=3)
     fetch = fetch_rules(rules)
     async with rivertrio.open_client(
@@ -245,9 +247,18 @@ async def test_a_second_fetch_waits_for_the_first_and_counts_what_it_started(
         await _insert(client, [Export(n=i) for i in range(10)])
 
     async def first_fetch(conn: Any) -> list[Any]:
-        await conn.execute(_lock_sql(migrated_schema, QUEUE))
+        # The flow fetch, in a transaction left open: it holds the lock until then.
         rows = await conn.fetch(
-            qualify(fetch.sql, migrated_schema), QUEUE, 10, "first", None, [], []
+            qualify(FETCH, migrated_schema),
+            QUEUE,
+            10,
+            "first",
+            None,
+            [],
+            [],
+            *fetch.params,
+            migrated_schema,
+            [],
         )
         return [r for r in rows if r["id"] is not None]
 
@@ -279,11 +290,16 @@ async def test_a_second_fetch_waits_for_the_first_and_counts_what_it_started(
 # --- fair turns between partitions -------------------------------------------------
 
 
+_fetchers = itertools.count()
+
+
 async def _fetch_ids(
     driver: Driver, schema: str, rules: FlowControl, limit: int, cursor: str | None
 ) -> tuple[list[int], str | None]:
+    # Each fetch as another client's: none of them has the others' jobs in hand.
+    client_id = f"fair-{next(_fetchers)}"
     done = await driver.run(
-        flow_fetch_jobs, schema, QUEUE, limit, "fair", fetch_rules(rules), cursor
+        flow_fetch_jobs, schema, QUEUE, limit, client_id, fetch_rules(rules), cursor
     )
     return [r["id"] for r in done.rows], done.cursor
 
@@ -346,11 +362,13 @@ async def test_jobs_inserted_without_the_rules_are_adopted_into_their_partition(
     ) as aware:
         [held] = await _insert(aware, [Export(customer=7)])
     assert stray.state is rivertrio.JobState.AVAILABLE
-    # The first fetch adopts the stray job (held from now on), and starts the held one...
+    # The first fetch starts the held job and sees the stray one; adopted, it
+    # is held from now on...
     first = await driver.run(
         flow_fetch_jobs, migrated_schema, QUEUE, 10, "c", fetch_rules(rules), None
     )
-    assert ([r["id"] for r in first.rows], first.adopted) == ([held.id], 1)
+    assert ([r["id"] for r in first.rows], first.available) == ([held.id], True)
+    assert await driver.run(flow_adopt, migrated_schema, QUEUE, fetch_rules(rules)) == 1
     adopted = await driver.fetchrow(
         "SELECT state::text, metadata FROM /*schema*/river_job WHERE id = $1", stray.id
     )
@@ -359,9 +377,9 @@ async def test_jobs_inserted_without_the_rules_are_adopted_into_their_partition(
     assert json.loads(adopted["metadata"])["rivertrio:part"] == held.metadata["rivertrio:part"]
     # ...and the adopted job, of the same customer, waits for it.
     again = await driver.run(
-        flow_fetch_jobs, migrated_schema, QUEUE, 10, "c", fetch_rules(rules), None
+        flow_fetch_jobs, migrated_schema, QUEUE, 10, "c", fetch_rules(rules), None, [held.id]
     )
-    assert again.rows == []
+    assert (again.rows, again.available) == ([], False)
 
 
 async def test_a_producer_need_not_count_its_own_finished_attempts(
@@ -380,11 +398,73 @@ async def test_a_producer_need_not_count_its_own_finished_attempts(
     [row] = first.rows
     mine = [(row["id"], row["attempted_at"])]
     other = [(row["id"], row["attempted_at"] - timedelta(microseconds=1))]
+    in_hand = [row["id"]]
     blocked = await driver.run(
-        flow_fetch_jobs, migrated_schema, QUEUE, 10, "p", fetch, None, None, other
+        flow_fetch_jobs, migrated_schema, QUEUE, 10, "p", fetch, None, in_hand, other
     )
     assert blocked.rows == []
     again = await driver.run(
-        flow_fetch_jobs, migrated_schema, QUEUE, 10, "p", fetch, None, None, mine
+        flow_fetch_jobs, migrated_schema, QUEUE, 10, "p", fetch, None, in_hand, mine
     )
     assert len(again.rows) == 1
+    assert again.rows[0]["id"] != row["id"]
+
+
+async def test_jobs_a_lost_reply_started_come_back_with_the_next_fetch(
+    database_url: str, driver: Driver, migrated_schema: str
+) -> None:
+    # A flow fetch commits on its own: when its reply is lost, the jobs it
+    # started run under the client's id with nobody working them. The client's
+    # next fetch returns them (they are running, they count against the limit,
+    # and they take room from new ones); those it has in hand, it does not.
+    rules = FlowControl(concurrency=3)
+    fetch = fetch_rules(rules)
+    async with rivertrio.open_client(
+        _config(migrated_schema, rules), database_url=database_url
+    ) as client:
+        await _insert(client, [Export(n=i) for i in range(10)])
+    lost = await driver.run(flow_fetch_jobs, migrated_schema, QUEUE, 2, "p", fetch, None)
+    lost_ids = sorted(r["id"] for r in lost.rows)
+    assert len(lost_ids) == 2
+    # Another client's fetch does not take them: they are not its own.
+    other = await driver.run(flow_fetch_jobs, migrated_schema, QUEUE, 10, "q", fetch, None)
+    assert len(other.rows) == 1 and other.rows[0]["id"] not in lost_ids
+    again = await driver.run(flow_fetch_jobs, migrated_schema, QUEUE, 10, "p", fetch, None)
+    assert sorted(r["id"] for r in again.rows) == lost_ids
+    assert {r["state"] for r in again.rows} == {"running"}
+    # Once in hand, they are not returned again, and the queue is full.
+    held = await driver.run(flow_fetch_jobs, migrated_schema, QUEUE, 10, "p", fetch, None, lost_ids)
+    assert held.rows == []
+
+
+async def test_a_client_works_the_jobs_its_lost_reply_started(
+    database_url: str, driver: Driver, migrated_schema: str
+) -> None:
+    # The same, end to end: jobs started under a client's id by a fetch whose
+    # reply never reached it are worked by that client, not left running until
+    # the rescuer's hour.
+    await driver.execute(FLOW_LOG_DDL)
+    rules = FlowControl(concurrency=5)
+    async with rivertrio.open_client(
+        _config(migrated_schema, rules), database_url=database_url
+    ) as inserter:
+        jobs = await _insert(inserter, [Export(n=i) for i in range(3)])
+    lost = await driver.run(
+        flow_fetch_jobs, migrated_schema, QUEUE, 10, "lost-reply", fetch_rules(rules), None
+    )
+    assert len(lost.rows) == 3
+    config = _config(
+        migrated_schema,
+        rules,
+        id="lost-reply",
+        workers=_workers(driver),
+        queues={QUEUE: rivertrio.QueueConfig(max_workers=10)},
+    )
+    async with (
+        rivertrio.open_client(config, database_url=database_url) as client,
+        counting_events([client], COMPLETED, 3) as done,
+    ):
+        with trio.fail_after(30):
+            await done.wait()
+    runs = await read_runs(driver)
+    assert sorted(r.job_id for r in runs) == sorted(j.id for j in jobs)

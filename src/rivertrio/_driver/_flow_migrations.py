@@ -108,10 +108,268 @@ _V2_DOWN = """
 DROP INDEX IF EXISTS /*schema*/rivertrio_flow_waiting_idx;
 """
 
+# --------------------------------------------------------------------------
+# Version 3: the flow fetch as a function.
+# --------------------------------------------------------------------------
+
+# Flow fetches of one queue take turns on an advisory lock and count what the
+# fetch before them started, so each must read the database after taking the
+# lock. A statement reads what was committed when it began; a volatile
+# function's statements each read afresh. Taking the lock in here lets one
+# round trip lock, count and start, and (outside an explicit transaction) commit
+# and release: no reply to the client happens while other clients wait.
+#
+# Parameters: $1 queue, $2 most jobs to start, $3 client id, $4 the group the
+# last fetch stopped at, $5/$6 (id, attempted_at) of the caller's running jobs
+# whose work is over (not counted as running), $7 concurrency, $8 partition
+# concurrency, $9 rate limit, $10 its period in seconds, $11 rate per
+# partition, $12 whether a discarded or cancelled job lets its sequence go on,
+# $13 the most groups to consider, $14 the lock key, $15 the ids of the jobs the
+# caller has in hand. A NULL limit is no limit.
+#
+# The caller's jobs running under its id that it does not have in hand were
+# started by a fetch of its whose reply was lost: they are returned again (and
+# take room from the new ones), so a lost reply strands no job.
+#
+# Groups are partitions ("p:" + key) and sequences ("s:" + key), taken in key
+# order from after $4 and going round, with a loose index scan: one probe per
+# group. A partition offers its first due jobs, as many as it may start; a
+# sequence its head (its first job by id that does not count as done) if that
+# job is held and due. Each partition's first candidate goes before any
+# partition's second. Only the jobs picked are locked, skipping any another
+# transaction holds, and re-checked by the UPDATE.
+_V3_UP = """
+CREATE FUNCTION /*schema*/rivertrio_flow_fetch(
+    text, int, text, text, bigint[], timestamptz[],
+    int, int, int, float8, boolean, boolean, int, int, bigint[]
+)
+RETURNS TABLE (
+    job /*schema*/river_job,
+    next_cursor text,
+    window_full boolean,
+    available boolean,
+    wait_seconds float8
+)
+LANGUAGE plpgsql VOLATILE
+SET plan_cache_mode = force_generic_plan
+AS $fetch$
+#variable_conflict use_column
+BEGIN
+PERFORM pg_advisory_xact_lock(5395526, $14);
+-- The lock is released at commit, after the commit's WAL flush if it waits for
+-- one: fetches would take turns on the disk. The caller waits for the flush
+-- instead, outside the lock, before it runs a job (see flow_fetch_jobs).
+PERFORM set_config('synchronous_commit', 'off', true);
+RETURN QUERY
+WITH RECURSIVE
+stamp AS MATERIALIZED (SELECT statement_timestamp() AS t, $10 * interval '1 second' AS period),
+running_jobs AS MATERIALIZED (
+    SELECT j.id, coalesce(j.metadata ->> 'rivertrio:part', '') AS part,
+        EXISTS (
+            SELECT 1 FROM unnest($5, $6) AS f(id, attempted_at)
+            WHERE f.id = j.id AND f.attempted_at = j.attempted_at
+        ) AS finished,
+        coalesce(j.attempted_by[cardinality(j.attempted_by)] = $3 AND NOT j.id = ANY($15), false)
+            AS orphan
+    FROM /*schema*/river_job AS j
+    WHERE j.state = 'running' AND j.queue = $1
+),
+running AS MATERIALIZED (
+    SELECT r.part, count(*) AS n FROM running_jobs AS r WHERE NOT r.finished GROUP BY 1
+),
+orphans AS MATERIALIZED (
+    SELECT r.id FROM running_jobs AS r WHERE r.orphan ORDER BY r.id LIMIT $2
+),
+started AS MATERIALIZED (
+    SELECT s.partition AS part, count(*) AS n
+    FROM /*schema*/rivertrio_flow_start AS s
+    WHERE $9 IS NOT NULL AND s.queue = $1
+        AND s.started_at > (SELECT t - period FROM stamp)
+    GROUP BY 1
+),
+room AS MATERIALIZED (
+    SELECT greatest(0, least(
+        $2 - (SELECT count(*) FROM orphans),
+        coalesce($7 - (SELECT coalesce(sum(r.n), 0) FROM running AS r), $2),
+        CASE WHEN $9 IS NOT NULL AND NOT $11
+            THEN $9 - (SELECT coalesce(sum(s.n), 0) FROM started AS s) ELSE $2 END
+    ))::bigint AS n
+),
+after_cursor(key, priority, scheduled_at, id, ord) AS (
+    SELECT * FROM (
+        SELECT j.metadata ->> 'rivertrio:flow', j.priority, j.scheduled_at, j.id, 1
+        FROM /*schema*/river_job AS j
+        WHERE j.state = 'pending' AND j.metadata ? 'rivertrio:flow'
+            AND NOT j.metadata ? 'rivertrio:wait'
+            AND j.queue = $1 AND j.metadata ->> 'rivertrio:flow' > $4
+        ORDER BY j.metadata ->> 'rivertrio:flow', j.priority, j.scheduled_at, j.id
+        LIMIT 1
+    ) AS first
+    UNION ALL
+    SELECT n.*, a.ord + 1
+    FROM after_cursor AS a
+    CROSS JOIN LATERAL (
+        SELECT j.metadata ->> 'rivertrio:flow', j.priority, j.scheduled_at, j.id
+        FROM /*schema*/river_job AS j
+        WHERE j.state = 'pending' AND j.metadata ? 'rivertrio:flow'
+            AND NOT j.metadata ? 'rivertrio:wait'
+            AND j.queue = $1 AND j.metadata ->> 'rivertrio:flow' > a.key
+        ORDER BY j.metadata ->> 'rivertrio:flow', j.priority, j.scheduled_at, j.id
+        LIMIT 1
+    ) AS n
+    WHERE a.ord < $13
+),
+from_start(key, priority, scheduled_at, id, ord) AS (
+    SELECT * FROM (
+        SELECT j.metadata ->> 'rivertrio:flow', j.priority, j.scheduled_at, j.id,
+            (SELECT count(*) FROM after_cursor) + 1
+        FROM /*schema*/river_job AS j
+        WHERE j.state = 'pending' AND j.metadata ? 'rivertrio:flow'
+            AND NOT j.metadata ? 'rivertrio:wait'
+            AND j.queue = $1 AND ($4 IS NULL OR j.metadata ->> 'rivertrio:flow' <= $4)
+        ORDER BY j.metadata ->> 'rivertrio:flow', j.priority, j.scheduled_at, j.id
+        LIMIT 1
+    ) AS first
+    WHERE (SELECT count(*) FROM after_cursor) < $13
+    UNION ALL
+    SELECT n.*, s.ord + 1
+    FROM from_start AS s
+    CROSS JOIN LATERAL (
+        SELECT j.metadata ->> 'rivertrio:flow', j.priority, j.scheduled_at, j.id
+        FROM /*schema*/river_job AS j
+        WHERE j.state = 'pending' AND j.metadata ? 'rivertrio:flow'
+            AND NOT j.metadata ? 'rivertrio:wait'
+            AND j.queue = $1 AND j.metadata ->> 'rivertrio:flow' > s.key
+            AND ($4 IS NULL OR j.metadata ->> 'rivertrio:flow' <= $4)
+        ORDER BY j.metadata ->> 'rivertrio:flow', j.priority, j.scheduled_at, j.id
+        LIMIT 1
+    ) AS n
+    WHERE s.ord < $13
+),
+-- Each group with the position of its first held job in the index: a
+-- partition's candidates are read from there, not from the group's start,
+-- past the entries of jobs already started that VACUUM has not yet removed.
+groups AS MATERIALIZED (
+    SELECT g.key, g.priority, g.scheduled_at, g.id, g.ord,
+        left(g.key, 2) AS sort, substr(g.key, 3) AS rest
+    FROM (SELECT * FROM after_cursor UNION ALL SELECT * FROM from_start) AS g
+),
+candidates AS MATERIALIZED (
+    SELECT c.id, c.part, g.ord, c.priority, c.scheduled_at
+    FROM groups AS g
+    CROSS JOIN LATERAL (
+        SELECT j.id, coalesce(j.metadata ->> 'rivertrio:part', '') AS part, j.priority,
+            j.scheduled_at
+        FROM /*schema*/river_job AS j
+        WHERE g.sort = 'p:' AND j.state = 'pending' AND j.metadata ? 'rivertrio:flow'
+            AND NOT j.metadata ? 'rivertrio:wait'
+            AND j.queue = $1 AND j.metadata ->> 'rivertrio:flow' = g.key
+            AND (j.priority, j.scheduled_at, j.id) >= (g.priority, g.scheduled_at, g.id)
+            AND j.scheduled_at <= now()
+        ORDER BY j.priority, j.scheduled_at, j.id
+        LIMIT greatest(0, least(
+            (SELECT r.n FROM room AS r),
+            coalesce($8 - coalesce(
+                (SELECT p.n FROM running AS p WHERE p.part = g.rest), 0), 2147483647),
+            CASE WHEN $9 IS NOT NULL AND $11 THEN $9 - coalesce(
+                (SELECT p.n FROM started AS p WHERE p.part = g.rest), 0) ELSE 2147483647 END))
+    ) AS c
+    UNION ALL
+    SELECT h.id, h.part, g.ord, h.priority, h.scheduled_at
+    FROM groups AS g
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.state, j.metadata, coalesce(j.metadata ->> 'rivertrio:part', '') AS part,
+            j.priority, j.scheduled_at
+        FROM /*schema*/river_job AS j
+        WHERE g.sort = 's:' AND j.state <> 'completed' AND j.metadata ? 'rivertrio:seq'
+            AND j.queue = $1 AND j.metadata ->> 'rivertrio:seq' = g.rest
+            AND (NOT $12 OR j.state NOT IN ('discarded', 'cancelled'))
+        ORDER BY j.id
+        LIMIT 1
+    ) AS h
+    WHERE h.state = 'pending' AND h.metadata ? 'rivertrio:flow'
+        AND NOT h.metadata ? 'rivertrio:wait' AND h.scheduled_at <= now()
+),
+ranked AS (
+    SELECT c.*, row_number() OVER (
+        PARTITION BY c.part ORDER BY c.ord, c.priority, c.scheduled_at, c.id) AS rank
+    FROM candidates AS c
+),
+picked AS MATERIALIZED (
+    SELECT r.id, r.ord
+    FROM ranked AS r
+    WHERE r.rank <= least(
+        coalesce($8 - coalesce(
+            (SELECT p.n FROM running AS p WHERE p.part = r.part), 0), 2147483647),
+        CASE WHEN $9 IS NOT NULL AND $11 THEN $9 - coalesce(
+            (SELECT p.n FROM started AS p WHERE p.part = r.part), 0) ELSE 2147483647 END)
+    ORDER BY r.rank, r.ord, r.priority, r.scheduled_at, r.id
+    LIMIT (SELECT r.n FROM room AS r)
+),
+locked AS MATERIALIZED (
+    SELECT j.id
+    FROM /*schema*/river_job AS j
+    WHERE j.id = ANY(ARRAY(SELECT p.id FROM picked AS p)) AND j.state::text = 'pending'
+    FOR UPDATE SKIP LOCKED
+),
+updated AS (
+    UPDATE /*schema*/river_job AS j
+    SET state = 'running',
+        attempt = j.attempt + 1,
+        attempted_at = (SELECT t FROM stamp),
+        attempted_by = (array_append(coalesce(j.attempted_by, '{}'), $3))
+            [greatest(1, cardinality(coalesce(j.attempted_by, '{}')) - 98):]
+    WHERE j.id = ANY(ARRAY(SELECT l.id FROM locked AS l)) AND j.state::text = 'pending'
+    RETURNING j AS job, j.metadata
+),
+logged AS (
+    INSERT INTO /*schema*/rivertrio_flow_start (queue, partition, started_at)
+    SELECT $1, coalesce(u.metadata ->> 'rivertrio:part', ''), (SELECT t FROM stamp)
+    FROM updated AS u
+    WHERE $9 IS NOT NULL
+),
+pruned AS (
+    DELETE FROM /*schema*/rivertrio_flow_start AS s
+    WHERE $9 IS NOT NULL AND s.queue = $1 AND s.started_at <= (SELECT t - period FROM stamp)
+),
+summary AS (
+    SELECT
+        coalesce(
+            (SELECT g.key FROM groups AS g WHERE g.ord = (SELECT max(p.ord) FROM picked AS p)),
+            (SELECT g.key FROM groups AS g ORDER BY g.ord DESC LIMIT 1)) AS next_cursor,
+        (SELECT count(*) FROM groups) >= $13 AS window_full,
+        EXISTS (
+            SELECT 1 FROM /*schema*/river_job AS j WHERE j.state = 'available' AND j.queue = $1
+        ) AS available,
+        CASE WHEN $9 IS NOT NULL THEN extract(epoch FROM least(
+            (SELECT min(s.started_at) FROM /*schema*/rivertrio_flow_start AS s
+             WHERE s.queue = $1 AND s.started_at > (SELECT t - period FROM stamp)),
+            CASE WHEN EXISTS (SELECT 1 FROM updated) THEN (SELECT t FROM stamp) END
+        ) + (SELECT period FROM stamp) - (SELECT t FROM stamp))::float8 END AS wait_seconds
+)
+SELECT u.job, s.next_cursor, s.window_full, s.available, s.wait_seconds
+FROM summary AS s
+LEFT JOIN (
+    SELECT n.job FROM updated AS n
+    UNION ALL
+    SELECT j FROM /*schema*/river_job AS j WHERE j.id = ANY(ARRAY(SELECT o.id FROM orphans AS o))
+) AS u ON true;
+END
+$fetch$;
+"""
+
+_V3_DOWN = """
+DROP FUNCTION /*schema*/rivertrio_flow_fetch(
+    text, int, text, text, bigint[], timestamptz[],
+    int, int, int, float8, boolean, boolean, int, int, bigint[]
+);
+"""
+
 #: The line, in order.
 FLOW_MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "flow control", _V1_UP, _V1_DOWN),
     Migration(2, "workflows", _V2_UP, _V2_DOWN),
+    Migration(3, "flow fetch function", _V3_UP, _V3_DOWN),
 )
 
 _BY_VERSION = {m.version: m for m in FLOW_MIGRATIONS}
@@ -119,6 +377,11 @@ _BY_VERSION = {m.version: m for m in FLOW_MIGRATIONS}
 # What a flow fetch uses of version 1: the table of starts (rate limits) and
 # the indexes that find held jobs and a sequence's head.
 _FETCH_NEEDS = ("rivertrio_flow_start", "rivertrio_flow_held_idx", "rivertrio_flow_sequence_idx")
+# ... and of version 3, the fetch itself.
+_FETCH_FUNCTION = (
+    "rivertrio_flow_fetch(text, int, text, text, bigint[], timestamptz[], "
+    "int, int, int, float8, boolean, boolean, int, int, bigint[])"
+)
 
 #: The newest version of the line.
 FLOW_LATEST_VERSION = FLOW_MIGRATIONS[-1].version
@@ -211,10 +474,12 @@ async def missing_flow_objects(
     row = await conn.fetchrow(
         "SELECT coalesce($1::text, current_schema()) AS schema, "
         "array(SELECT n FROM unnest($2::text[]) AS n WHERE to_regclass($3 || n) IS NULL) "
-        "AS missing",
+        "|| CASE WHEN to_regprocedure($3 || $4) IS NULL THEN ARRAY['rivertrio_flow_fetch'] "
+        "ELSE '{}'::text[] END AS missing",
         schema,
         list(_FETCH_NEEDS),
         prefix,
+        _FETCH_FUNCTION,
     )
     assert row is not None
     return row["schema"], list(row["missing"])
