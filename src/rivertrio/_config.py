@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import secrets
 import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -115,20 +116,25 @@ ErrorHandler: TypeAlias = Callable[
 
 
 def default_client_id(now: datetime | None = None, *, marked: bool = True) -> str:
-    """Host name plus start time, as River builds it: ``myhost_2026_01_02T15_04_05_123456``.
+    """Host name plus start time, as River builds it, plus a random part:
+    ``myhost_2026_01_02T15_04_05_123456_3fa9c1``.
 
-    `marked` appends rivertrio's marker (``.rt``): the client then holds a
-    liveness lock, and the leader rescues its jobs within seconds if it dies.
+    The random part keeps apart clients made in the same microsecond (worker
+    processes started together, say): a marked id must be unique, since a
+    client whose id another live client holds refuses to start. `marked`
+    appends rivertrio's marker (``.rt``): the client then holds a liveness
+    lock, and the leader rescues its jobs within seconds if it dies.
     """
     host = socket.gethostname() or "unknown_host"
     host = re.sub(r"[^A-Za-z0-9_\-]", "_", host)[:60]
     when = (now or datetime.now(UTC)).astimezone(UTC)
-    return f"{host}_{when:%Y_%m_%dT%H_%M_%S_%f}" + (CLIENT_ID_MARKER if marked else "")
+    stamp = f"{host}_{when:%Y_%m_%dT%H_%M_%S_%f}_{secrets.token_hex(3)}"
+    return stamp + (CLIENT_ID_MARKER if marked else "")
 
 
 # A default id, as `default_client_id` makes them (so `dataclasses.replace` of a
 # config into poll_only can drop the marker it cannot honour).
-_DEFAULT_ID = re.compile(r"[A-Za-z0-9_\-]+_\d{4}_\d\d_\d\dT\d\d_\d\d_\d\d_\d{6}\.rt")
+_DEFAULT_ID = re.compile(r"[A-Za-z0-9_\-]+_\d{4}_\d\d_\d\dT\d\d_\d\d_\d\d_\d{6}_[0-9a-f]{6}\.rt")
 
 
 def _is_sync_function(fn: object) -> bool:

@@ -79,12 +79,20 @@ def test_default_id_is_host_and_start_time_with_the_liveness_marker() -> None:
     host = re.sub(r"[^A-Za-z0-9_\-]", "_", socket.gethostname())[:60]
     assert config.id.startswith(host + "_")
     assert config.id.endswith(".rt")  # holds a liveness lock: fast rescue applies
-    stamp = datetime.strptime(config.id[len(host) + 1 : -3], "%Y_%m_%dT%H_%M_%S_%f")
+    stamp = datetime.strptime(config.id[len(host) + 1 : -10], "%Y_%m_%dT%H_%M_%S_%f")
     assert abs(stamp.replace(tzinfo=UTC) - before).total_seconds() < 5
     assert 1 <= len(config.id) <= 100
     # Computed per construction, not once at import.
     later = default_client_id(datetime(2030, 1, 2, 3, 4, 5, 6, tzinfo=UTC), marked=False)
-    assert later.endswith("_2030_01_02T03_04_05_000006")
+    assert re.fullmatch(r".*_2030_01_02T03_04_05_000006_[0-9a-f]{6}", later)
+
+
+def test_clients_made_in_the_same_microsecond_get_different_ids() -> None:
+    # Worker processes started together once drew the same id, and all but one
+    # refused to start: another live client held its liveness lock.
+    now = datetime.now(UTC)
+    ids = {default_client_id(now) for _ in range(100)}
+    assert len(ids) == 100
 
 
 def test_poll_only_ids_carry_no_liveness_marker() -> None:
