@@ -20,9 +20,9 @@ from typing import Any
 import trio
 
 import rivertrio
-from rivertrio import FlowControl, FlowKey, InsertOpts
+from rivertrio import FlowControl, FlowKey, InsertOpts, RateLimit
 from rivertrio._driver import Driver, qualify
-from rivertrio._driver._flow import FETCH, flow_adopt, flow_fetch_jobs
+from rivertrio._driver._flow import FETCH, FlowFetch, flow_adopt, flow_fetch_jobs
 from rivertrio._driver._producer import fetch_jobs
 from rivertrio._flow import fetch_rules
 from rivertrio._job import JobRow
@@ -232,6 +232,53 @@ async def test_a_partition_limit_holds_across_clients(
     assert max(max_overlap(runs).values()) > 1  # the customers did run side by side
 
 
+async def _fetch_in_open_transaction(
+    conn: Any, schema: str, fetch: FlowFetch, limit: int, client_id: str
+) -> list[Any]:
+    """The flow fetch in the caller's transaction: it holds the queue's lock until that ends."""
+    rows = await conn.fetch(
+        qualify(FETCH, schema), QUEUE, limit, client_id, None, [], [], *fetch.params, schema, []
+    )
+    return [r for r in rows if r["id"] is not None]
+
+
+async def _wait_for_a_lock_waiter(driver: Driver) -> None:
+    with trio.fail_after(10):
+        while not await driver.fetchval(  # noqa: ASYNC110 - server state, no event
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        ):
+            await trio.sleep(0.01)
+
+
+async def test_a_fetch_that_waited_for_the_lock_starts_its_jobs_when_it_got_it(
+    database_url: str, driver: Driver, migrated_schema: str
+) -> None:
+    # Rate limits count starts by attempted_at: a fetch that waited for the
+    # lock must not date its starts back to when it asked (the statement's
+    # start), or a window could hold more starts than the limit.
+    rules = FlowControl(rate=RateLimit(limit=100, period=60.0))
+    fetch = fetch_rules(rules)
+    async with rivertrio.open_client(
+        _config(migrated_schema, rules), database_url=database_url
+    ) as client:
+        await _insert(client, [Export(n=i) for i in range(2)])
+    second: list[Any] = []
+
+    async def second_fetch() -> None:
+        done = await driver.run(flow_fetch_jobs, migrated_schema, QUEUE, 1, "second", fetch, None)
+        second.extend(done.rows)
+
+    async with trio.open_nursery() as nursery, driver.transaction() as tx:
+        await tx.run(_fetch_in_open_transaction, migrated_schema, fetch, 1, "first")
+        nursery.start_soon(second_fetch)
+        await _wait_for_a_lock_waiter(driver)
+        released_after = await tx.fetchval("SELECT clock_timestamp()")
+    [row] = second
+    assert row["attempted_at"] >= released_after
+    logged = await driver.fetchval("SELECT max(started_at) FROM /*schema*/rivertrio_flow_start")
+    assert logged >= released_after
+
+
 async def test_a_second_fetch_waits_for_the_first_and_counts_what_it_started(
     database_url: str, driver: Driver, migrated_schema: str
 ) -> None:
@@ -247,20 +294,7 @@ async def test_a_second_fetch_waits_for_the_first_and_counts_what_it_started(
         await _insert(client, [Export(n=i) for i in range(10)])
 
     async def first_fetch(conn: Any) -> list[Any]:
-        # The flow fetch, in a transaction left open: it holds the lock until then.
-        rows = await conn.fetch(
-            qualify(FETCH, migrated_schema),
-            QUEUE,
-            10,
-            "first",
-            None,
-            [],
-            [],
-            *fetch.params,
-            migrated_schema,
-            [],
-        )
-        return [r for r in rows if r["id"] is not None]
+        return await _fetch_in_open_transaction(conn, migrated_schema, fetch, 10, "first")
 
     second: list[Any] = []
 
@@ -273,11 +307,7 @@ async def test_a_second_fetch_waits_for_the_first_and_counts_what_it_started(
         assert len(first) == 3
         nursery.start_soon(second_fetch)
         # The second fetch is waiting on the queue's flow lock...
-        with trio.fail_after(10):
-            while not await driver.fetchval(  # noqa: ASYNC110 - server state, no event
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-            ):
-                await trio.sleep(0.01)
+        await _wait_for_a_lock_waiter(driver)
         assert second == []
         # ...and once the first commits, it sees its 3 running jobs: no room.
     assert second == []

@@ -1,7 +1,9 @@
-"""SQL for flow control: the flow fetch, which starts held jobs under a queue's rules.
-Asyncio side.
+"""SQL for flow control: the flow fetch, which starts held jobs under a queue's rules,
+and the adoption of jobs inserted without them. Asyncio side.
 
-See `rivertrio._flow` for what the metadata keys mean (the workflows' SQL is in
+The fetch's own SQL is a function of the ``rivertrio_flow`` migration line
+(`_driver._flow_migrations`, version 3); this module calls it. See
+`rivertrio._flow` for what the metadata keys mean (the workflows' SQL is in
 `_driver._workflow`). Callers run these functions through ``Driver.run``: one
 call is one loop crossing. ``/*schema*/`` in the SQL is replaced by ``qualify``.
 """

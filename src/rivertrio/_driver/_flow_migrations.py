@@ -154,15 +154,20 @@ LANGUAGE plpgsql VOLATILE
 SET plan_cache_mode = force_generic_plan
 AS $fetch$
 #variable_conflict use_column
+DECLARE
+    -- When the jobs start: after the wait for the lock, which
+    -- statement_timestamp() is not. Rate limits count starts by it.
+    locked_at timestamptz;
 BEGIN
 PERFORM pg_advisory_xact_lock(5395526, $14);
+locked_at := clock_timestamp();
 -- The lock is released at commit, after the commit's WAL flush if it waits for
 -- one: fetches would take turns on the disk. The caller waits for the flush
 -- instead, outside the lock, before it runs a job (see flow_fetch_jobs).
 PERFORM set_config('synchronous_commit', 'off', true);
 RETURN QUERY
 WITH RECURSIVE
-stamp AS MATERIALIZED (SELECT statement_timestamp() AS t, $10 * interval '1 second' AS period),
+stamp AS MATERIALIZED (SELECT locked_at AS t, $10 * interval '1 second' AS period),
 running_jobs AS MATERIALIZED (
     SELECT j.id, coalesce(j.metadata ->> 'rivertrio:part', '') AS part,
         EXISTS (
