@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
+from rivertrio._cli._bench_burndown import burndown
+from rivertrio._cli._bench_common import NoopArgs
+from rivertrio._cli._common import CliError
 from rivertrio._driver import open_driver
 from support.cli import invoke
 
@@ -181,3 +188,36 @@ async def test_the_human_output_has_a_table(database_url: str, migrated_schema: 
     assert result.exit_code == 0, result.output
     assert "burndown" in result.stdout
     assert "jobs/s" in result.stdout
+
+
+def bench_children() -> list[int]:
+    """The pids of this process's ``rivertrio bench-child`` processes (Linux's /proc)."""
+    tasks = Path("/proc/self/task").glob("*/children")
+    pids = [int(pid) for children in tasks for pid in children.read_text().split()]
+    return [pid for pid in pids if b"bench-child" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+async def test_a_dead_worker_process_fails_the_burndown(
+    database_url: str, migrated_schema: str
+) -> None:
+    # A worker process that died mid burn-down used to leave the bench polling forever.
+    async with open_driver(database_url, schema=migrated_schema) as driver:
+        # One job to work, and one not due for an hour: the burn-down cannot end by itself.
+        await driver.execute(
+            "INSERT INTO /*schema*/river_job (args, kind, queue, scheduled_at) "
+            "VALUES ('{}', $1, 'bench', now()), ('{}', $1, 'bench', now() + interval '1 hour')",
+            NoopArgs.kind,
+        )
+
+        async def kill_a_child_once_working() -> None:
+            while not await driver.fetchval(  # noqa: ASYNC110 - server state, no event
+                "SELECT count(*) FROM /*schema*/river_job WHERE state = 'completed'"
+            ):
+                await trio.sleep(0.01)
+            os.kill(bench_children()[0], signal.SIGKILL)
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(kill_a_child_once_working)
+                with pytest.raises(CliError, match=r"ended unexpectedly .*-9"):
+                    await burndown(database_url, migrated_schema, "bench", 2, 5, 2, lambda k: None)

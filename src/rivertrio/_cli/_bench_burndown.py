@@ -168,6 +168,11 @@ async def burndown(
         next_count = started + _PROGRESS_POLL
         last_remaining = n
         while await _any_remaining(watcher, queue):
+            if supervisor.stopping:
+                # A child died (its supervisor stops the rest): its jobs would
+                # wait here forever.
+                codes = [c.process.returncode for c in children]
+                raise CliError(f"a bench worker process ended unexpectedly (exit statuses {codes})")
             if time.monotonic() >= next_count:
                 remaining = await _remaining(watcher, queue)
                 advance(last_remaining - remaining)
