@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._driver._flow import FlowFetch, flow_adopt, flow_fetch_jobs
+from ._driver._flow import FlowFetch, flow_adopt, flow_fetch_jobs, server_clock
 from ._driver._producer import FetchAttempt, confirm_fetch, fetch_jobs, queue_refresh
 from ._events import EventKind, Outcome, OutcomeKind, QueueEvent
 from ._exceptions import DatabaseError
@@ -131,6 +131,10 @@ class Producer(Service):
         self._flow_cursor: str | None = None
         self._flow_more = False
         self._flow_wait: float | None = None
+        # When this producer started, by the server's clock: jobs running under
+        # the client's id since then that it does not have are its own lost
+        # fetch's (see flow_fetch_jobs).
+        self._flow_since: datetime | None = None
         # Held jobs whose work is over but whose outcome the completer has not
         # written yet, by id, with the attempt's attempted_at: see `persisted`.
         self._finishing: dict[int, datetime] = {}
@@ -322,6 +326,7 @@ class Producer(Service):
         self, work: trio.Nursery, outcomes: trio.MemorySendChannel[Outcome | QueueEvent]
     ) -> None:
         next_poll = trio.current_time() + self._poll_delay()
+        self._flow_since = None  # a run's own start: see flow_fetch_jobs
         # Fetch at once on start: jobs may be waiting already (a restart, a queue
         # added at runtime, jobs inserted while no client worked the queue).
         self._woken = True
@@ -449,6 +454,8 @@ class Producer(Service):
     async def _flow_fetch(self, limit: int, flow: FlowFetch) -> list[Record]:
         driver = self._config.driver
         self._flow_more = False
+        if self._flow_since is None:
+            self._flow_since = await driver.run(server_clock)
         fetched = await driver.run(
             flow_fetch_jobs,
             driver.configured_schema,
@@ -459,6 +466,7 @@ class Producer(Service):
             self._flow_cursor,
             [*self._running, *self._finishing],
             list(self._finishing.items()),
+            self._flow_since,
         )
         self._flow_cursor = fetched.cursor
         self._flow_wait = fetched.wait

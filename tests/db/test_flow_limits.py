@@ -22,7 +22,7 @@ import trio
 import rivertrio
 from rivertrio import FlowControl, FlowKey, InsertOpts, RateLimit
 from rivertrio._driver import Driver, qualify
-from rivertrio._driver._flow import FETCH, FlowFetch, flow_adopt, flow_fetch_jobs
+from rivertrio._driver._flow import FETCH, FlowFetch, flow_adopt, flow_fetch_jobs, server_clock
 from rivertrio._driver._producer import fetch_jobs
 from rivertrio._flow import fetch_rules
 from rivertrio._job import JobRow
@@ -237,7 +237,17 @@ async def _fetch_in_open_transaction(
 ) -> list[Any]:
     """The flow fetch in the caller's transaction: it holds the queue's lock until that ends."""
     rows = await conn.fetch(
-        qualify(FETCH, schema), QUEUE, limit, client_id, None, [], [], *fetch.params, schema, []
+        qualify(FETCH, schema),
+        QUEUE,
+        limit,
+        client_id,
+        None,
+        [],
+        [],
+        *fetch.params,
+        schema,
+        [],
+        None,
     )
     return [r for r in rows if r["id"] is not None]
 
@@ -453,48 +463,60 @@ async def test_jobs_a_lost_reply_started_come_back_with_the_next_fetch(
         _config(migrated_schema, rules), database_url=database_url
     ) as client:
         await _insert(client, [Export(n=i) for i in range(10)])
+    since = await driver.run(server_clock)
+
+    async def fetch_as(client_id: str, in_hand: list[int], since: Any) -> list[int]:
+        done = await driver.run(
+            flow_fetch_jobs, migrated_schema, QUEUE, 10, client_id, fetch, None, in_hand, (), since
+        )
+        return sorted(r["id"] for r in done.rows)
+
     lost = await driver.run(flow_fetch_jobs, migrated_schema, QUEUE, 2, "p", fetch, None)
     lost_ids = sorted(r["id"] for r in lost.rows)
     assert len(lost_ids) == 2
     # Another client's fetch does not take them: they are not its own.
-    other = await driver.run(flow_fetch_jobs, migrated_schema, QUEUE, 10, "q", fetch, None)
-    assert len(other.rows) == 1 and other.rows[0]["id"] not in lost_ids
-    again = await driver.run(flow_fetch_jobs, migrated_schema, QUEUE, 10, "p", fetch, None)
-    assert sorted(r["id"] for r in again.rows) == lost_ids
-    assert {r["state"] for r in again.rows} == {"running"}
+    [other] = await fetch_as("q", [], since)
+    assert other not in lost_ids
+    assert await fetch_as("p", [], since) == lost_ids
     # Once in hand, they are not returned again, and the queue is full.
-    held = await driver.run(flow_fetch_jobs, migrated_schema, QUEUE, 10, "p", fetch, None, lost_ids)
-    assert held.rows == []
+    assert await fetch_as("p", lost_ids, since) == []
+    # A caller started after them (a process restarted under the same id) leaves
+    # them to the rescuer, which counts the attempt they were in.
+    assert await fetch_as("p", [], await driver.run(server_clock)) == []
 
 
-async def test_a_client_works_the_jobs_its_lost_reply_started(
+async def test_a_restarted_client_leaves_its_earlier_runs_jobs_to_the_rescuer(
     database_url: str, driver: Driver, migrated_schema: str
 ) -> None:
-    # The same, end to end: jobs started under a client's id by a fetch whose
-    # reply never reached it are worked by that client, not left running until
-    # the rescuer's hour.
+    # A job running under the client's id from before it started was not
+    # started by a lost reply of this run: running it again at once, in the
+    # same attempt, would let a job that kills its process loop forever.
     await driver.execute(FLOW_LOG_DDL)
     rules = FlowControl(concurrency=5)
     async with rivertrio.open_client(
         _config(migrated_schema, rules), database_url=database_url
     ) as inserter:
         jobs = await _insert(inserter, [Export(n=i) for i in range(3)])
-    lost = await driver.run(
-        flow_fetch_jobs, migrated_schema, QUEUE, 10, "lost-reply", fetch_rules(rules), None
+    earlier = await driver.run(
+        flow_fetch_jobs, migrated_schema, QUEUE, 1, "restarted", fetch_rules(rules), None
     )
-    assert len(lost.rows) == 3
+    [earlier_id] = [r["id"] for r in earlier.rows]
     config = _config(
         migrated_schema,
         rules,
-        id="lost-reply",
+        id="restarted",
         workers=_workers(driver),
         queues={QUEUE: rivertrio.QueueConfig(max_workers=10)},
     )
     async with (
         rivertrio.open_client(config, database_url=database_url) as client,
-        counting_events([client], COMPLETED, 3) as done,
+        counting_events([client], COMPLETED, 2) as done,
     ):
         with trio.fail_after(30):
             await done.wait()
     runs = await read_runs(driver)
-    assert sorted(r.job_id for r in runs) == sorted(j.id for j in jobs)
+    assert sorted({r.job_id for r in runs}) == sorted(j.id for j in jobs if j.id != earlier_id)
+    state = await driver.fetchval(
+        "SELECT state::text FROM /*schema*/river_job WHERE id = $1", earlier_id
+    )
+    assert state == "running"

@@ -19,7 +19,15 @@ import asyncpg
 
 from ._sql import JOB_COLUMNS, qualify
 
-__all__ = ["FETCH", "FlowFetch", "FlowFetched", "flow_adopt", "flow_fetch_jobs", "held_in_text"]
+__all__ = [
+    "FETCH",
+    "FlowFetch",
+    "FlowFetched",
+    "flow_adopt",
+    "flow_fetch_jobs",
+    "held_in_text",
+    "server_clock",
+]
 
 # The metadata key that marks a job held by rivertrio (rivertrio._flow.FLOW_KEY).
 _FLOW_KEY_JSON = '"rivertrio:flow"'
@@ -130,7 +138,7 @@ SELECT {", ".join(f"(f.job).{column.strip()}" for column in JOB_COLUMNS.split(",
     f.next_cursor, f.window_full, f.available, f.wait_seconds
 FROM /*schema*/rivertrio_flow_fetch(
     $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-    hashtext(coalesce($14::text, current_schema()) || '/' || $1), $15
+    hashtext(coalesce($14::text, current_schema()) || '/' || $1), $15, $16
 ) AS f
 """
 
@@ -150,6 +158,7 @@ async def flow_fetch_jobs(
     cursor: str | None,
     in_hand: Sequence[int] = (),
     finished: Sequence[tuple[int, datetime]] = (),
+    since: datetime | None = None,
 ) -> FlowFetched:
     """Start up to `limit` held jobs of `queue` that its rules allow, by `client_id`.
 
@@ -161,9 +170,10 @@ async def flow_fetch_jobs(
     trip waits for the fetch to be durable before its rows are returned.
 
     `in_hand` are the ids of the caller's jobs (running, or ended with the
-    outcome not yet written). Its other running jobs of the queue were started
-    by a fetch whose reply was lost (a failure here may have started jobs):
-    they are returned again, within `limit`.
+    outcome not yet written), and `since` when it started, by the server's
+    clock (`server_clock`). Its other running jobs of the queue started since
+    were started by a fetch whose reply was lost (a failure here may have
+    started jobs): they are returned again, within `limit`. None: none are.
 
     `finished` are (id, attempted_at) of the caller's own running jobs whose
     work has ended, their outcome not yet written: not counted as running.
@@ -179,6 +189,7 @@ async def flow_fetch_jobs(
         *rules.params,
         schema,
         list(in_hand),
+        since,
     )
     rows = [r for r in records if r["id"] is not None]
     if rows:
@@ -195,6 +206,12 @@ async def flow_fetch_jobs(
         available=bool(summary["available"]),
         wait=summary["wait_seconds"],
     )
+
+
+async def server_clock(conn: asyncpg.Connection) -> datetime:
+    """The database server's current time (``since`` of `flow_fetch_jobs`)."""
+    now: datetime = await conn.fetchval("SELECT clock_timestamp()")
+    return now
 
 
 async def flow_adopt(

@@ -125,11 +125,15 @@ DROP INDEX IF EXISTS /*schema*/rivertrio_flow_waiting_idx;
 # concurrency, $9 rate limit, $10 its period in seconds, $11 rate per
 # partition, $12 whether a discarded or cancelled job lets its sequence go on,
 # $13 the most groups to consider, $14 the lock key, $15 the ids of the jobs the
-# caller has in hand. A NULL limit is no limit.
+# caller has in hand, $16 when the caller started (the server's clock). A NULL
+# limit is no limit.
 #
-# The caller's jobs running under its id that it does not have in hand were
-# started by a fetch of its whose reply was lost: they are returned again (and
-# take room from the new ones), so a lost reply strands no job.
+# The caller's jobs running under its id, started since it started, that it
+# does not have in hand were started by a fetch of its whose reply was lost:
+# they are returned again (and take room from new ones), so a lost reply
+# strands no job. Older ones are an earlier run's under the same id (a
+# restarted process): left to the rescuer, which counts the attempt, so that a
+# job that kills its process cannot loop without ever being discarded.
 #
 # Groups are partitions ("p:" + key) and sequences ("s:" + key), taken in key
 # order from after $4 and going round, with a loose index scan: one probe per
@@ -141,7 +145,7 @@ DROP INDEX IF EXISTS /*schema*/rivertrio_flow_waiting_idx;
 _V3_UP = """
 CREATE FUNCTION /*schema*/rivertrio_flow_fetch(
     text, int, text, text, bigint[], timestamptz[],
-    int, int, int, float8, boolean, boolean, int, int, bigint[]
+    int, int, int, float8, boolean, boolean, int, int, bigint[], timestamptz
 )
 RETURNS TABLE (
     job /*schema*/river_job,
@@ -174,8 +178,11 @@ running_jobs AS MATERIALIZED (
             SELECT 1 FROM unnest($5, $6) AS f(id, attempted_at)
             WHERE f.id = j.id AND f.attempted_at = j.attempted_at
         ) AS finished,
-        coalesce(j.attempted_by[cardinality(j.attempted_by)] = $3 AND NOT j.id = ANY($15), false)
-            AS orphan
+        coalesce(
+            j.attempted_by[cardinality(j.attempted_by)] = $3 AND j.attempted_at >= $16
+                AND NOT j.id = ANY($15),
+            false
+        ) AS orphan
     FROM /*schema*/river_job AS j
     WHERE j.state = 'running' AND j.queue = $1
 ),
@@ -366,7 +373,7 @@ $fetch$;
 _V3_DOWN = """
 DROP FUNCTION /*schema*/rivertrio_flow_fetch(
     text, int, text, text, bigint[], timestamptz[],
-    int, int, int, float8, boolean, boolean, int, int, bigint[]
+    int, int, int, float8, boolean, boolean, int, int, bigint[], timestamptz
 );
 """
 
@@ -385,7 +392,7 @@ _FETCH_NEEDS = ("rivertrio_flow_start", "rivertrio_flow_held_idx", "rivertrio_fl
 # ... and of version 3, the fetch itself.
 _FETCH_FUNCTION = (
     "rivertrio_flow_fetch(text, int, text, text, bigint[], timestamptz[], "
-    "int, int, int, float8, boolean, boolean, int, int, bigint[])"
+    "int, int, int, float8, boolean, boolean, int, int, bigint[], timestamptz)"
 )
 
 #: The newest version of the line.
