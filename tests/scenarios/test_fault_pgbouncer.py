@@ -163,3 +163,45 @@ async def test_a_listening_client_works_through_session_pooling(
             idle = await lock.run(asyncpg.Connection.fetchval, "SHOW tcp_keepalives_idle")
             assert idle == "5"
             await client.stop()
+
+
+async def test_a_flow_controlled_queue_works_through_transaction_pooling(
+    database_url: str, migrated_schema: str, driver: Driver, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The flow fetch keeps no session state: its lock and its asynchronous
+    # commit last one transaction, and the wait for its WAL flush may run on
+    # another server connection (a later commit flushes every earlier one).
+    running = 0
+    most = 0
+    worked: collections.Counter[int] = collections.Counter()
+
+    async def work(job: rivertrio.Job[Task]) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        worked[job.id] += 1
+        await trio.sleep(0.005)  # the work itself, so that jobs overlap
+        running -= 1
+
+    fast = {"poll_only": True, "fetch_poll_interval": 0.05, "fetch_cooldown": 0.01}
+    flow = {"default": rivertrio.FlowControl(concurrency=3)}
+    cfg = config(migrated_schema, workers=task_workers(work), max_workers=10, flow=flow, **fast)
+    recorder = Recorder()
+    with trio.fail_after(60):
+        async with (
+            run_pgbouncer(database_url, pool_mode="transaction") as bouncer,
+            trio.open_nursery() as nursery,
+            rivertrio.open_client(cfg, database_url=bouncer.url()) as client,
+            client.subscribe(EventKind.JOB_COMPLETED, buffer=100) as events,
+        ):
+            nursery.start_soon(recorder.run, events)
+            await client.insert_many([Task(n=i) for i in range(60)])
+            states = await job_states(driver)
+            await recorder.wait_completed(states)
+            await client.stop()
+            bouncer_log = bouncer.log_tail(200)
+    assert sorted(worked) == sorted(states) and set(worked.values()) == {1}
+    assert most == 3
+    problems = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert problems == [], [r.getMessage() for r in problems]
+    assert " ERROR " not in bouncer_log
