@@ -25,6 +25,7 @@ from rivertrio import EventKind
 from rivertrio._driver import RELEASE_TIMEOUT, Driver, open_driver
 from support.common import Task, config, task_workers
 from support.faults import (
+    SUSPENDED,
     FaultProxy,
     Kind,
     Load,
@@ -413,6 +414,89 @@ async def test_a_fetch_whose_reply_is_lost_strands_no_job(
     assert set(states.values()) == {"completed"}
     # Only a commit in doubt needs confirming; the log says how it ended.
     assert bool(logs.matching("3 of the 3 jobs are ours")) == committed
+
+
+# A flow-controlled queue: its fetch is one statement that commits on its own.
+FLOW_QUEUE = "flowed"
+FLOW_RULES = rivertrio.FlowControl(concurrency=5)
+
+
+@pytest.mark.parametrize(
+    ("held", "after"),
+    [
+        # The flow fetch (one row per job it started) ran and committed; its answer is lost.
+        (b"SELECT 3", None),
+        # Its answer came; the answer to the wait for its WAL flush (asyncpg's fetchval,
+        # one row asked for: no CommandComplete, a PortalSuspended) is lost.
+        (SUSPENDED, b"SELECT 3"),
+    ],
+    ids=["fetch-reply-lost", "flush-reply-lost"],
+)
+async def test_a_flow_fetch_whose_reply_is_lost_strands_no_job(
+    database_url: str,
+    migrated_schema: str,
+    driver: Driver,
+    held: bytes,
+    after: bytes | None,
+) -> None:
+    work = Work()
+    cfg = config(
+        migrated_schema,
+        workers=task_workers(work.work),
+        queues={FLOW_QUEUE: rivertrio.QueueConfig(max_workers=5)},
+        flow={FLOW_QUEUE: FLOW_RULES},
+        fetch_poll_interval=0.2,
+    )
+    with trio.fail_after(30):
+        async with (
+            open_fault_proxy(database_url) as proxy,
+            rivertrio.open_client(cfg, database_url=proxy.url()) as client,
+        ):
+            proxy.hold_reply_to("pool", held, after=after)
+            # Straight to the server, with the queue's rules: the jobs go in held.
+            admin = rivertrio.Config(schema=migrated_schema, flow={FLOW_QUEUE: FLOW_RULES})
+            async with rivertrio.open_client(admin, database_url=database_url) as inserter:
+                inserted = await inserter.insert_many(
+                    [(Task(n=i), rivertrio.InsertOpts(queue=FLOW_QUEUE)) for i in range(3)]
+                )
+            ids = {r.job.id for r in inserted}
+            assert {r.job.state for r in inserted} == {rivertrio.JobState.PENDING}
+            await proxy.wait_held(1)
+            # The fetch committed on its own: the jobs are the client's, unworked.
+            taken = await driver.fetch(
+                "SELECT id FROM /*schema*/river_job "
+                "WHERE state = 'running' AND attempted_by = ARRAY[$1::text]",
+                client.id,
+            )
+            assert {r["id"] for r in taken} == ids
+            assert not work.runs
+            # The connections die before the answer arrives; new ones work.
+            started = trio.current_time()
+            proxy.drop("pool")
+            proxy.heal()
+            await work.wait_worked(ids)
+            recovered = trio.current_time() - started
+            await client.stop()
+        final = {
+            r["id"]: r
+            for r in await driver.fetch(
+                "SELECT id, state::text, attempt, attempted_by FROM /*schema*/river_job"
+            )
+        }
+    print(
+        f"\n[lost flow fetch reply: {held.decode()}] jobs={len(ids)} "
+        f"worked={len(set(work.runs))} run twice={work.run_twice()} "
+        f"recovered in {recovered:.2f}s"
+    )
+    assert set(work.runs) == ids, "every job the fetch took was worked"
+    assert work.run_twice() == 0
+    assert set(final) == ids
+    assert {r["state"] for r in final.values()} == {"completed"}
+    # Taken back by the same client's next flow fetch, in the same attempt: not
+    # rescued (a rescue makes a new attempt, and waits rescue_stuck_jobs_after).
+    assert all(r["attempt"] == 1 for r in final.values())
+    assert all(list(r["attempted_by"]) == [client.id] for r in final.values())
+    assert recovered < 5 < cfg.rescue_stuck_jobs_after
 
 
 @pytest.mark.parametrize("stop", ["stop", "stop_and_cancel", "cancel_scope"])

@@ -112,6 +112,10 @@ _KIND_BY_APPLICATION: dict[str, Kind] = {
 _SSL_REQUEST = 80877103
 _GSSENC_REQUEST = 80877104
 _CANCEL_REQUEST = 80877102
+#: The tag `hold_reply_to` knows a PortalSuspended message by: the end of the answer
+#: to an Execute that stopped at its row limit (asyncpg's ``fetchval`` and
+#: ``fetchrow`` ask for one row), which has no CommandComplete.
+SUSPENDED = b"(portal suspended)"
 
 
 class _Valve:
@@ -186,7 +190,9 @@ class Link:
     def holds_now(self, messages: list[tuple[int, bytes]]) -> bool:
         """Whether `messages` (from `frame`) end the answer `hold_on_tag` picks."""
         for kind, tag in messages:
-            if kind != 67:
+            if kind == 115:  # 's': PortalSuspended
+                tag = SUSPENDED
+            elif kind != 67:
                 continue
             if self.hold_after is not None and not self._after_seen:
                 self._after_seen = tag == self.hold_after
@@ -195,8 +201,9 @@ class Link:
         return False
 
     def frame(self, data: bytes | bytearray) -> list[tuple[int, bytes]]:
-        """Frame the server's messages; returns the ReadyForQuery ('Z') and
-        CommandComplete ('C', with its tag) messages that `data` ends."""
+        """Frame the server's messages; returns the ReadyForQuery ('Z'),
+        CommandComplete ('C', with its tag) and PortalSuspended ('s') messages
+        that `data` ends."""
         found: list[tuple[int, bytes]] = []
         i = 0
         while i < len(data):
@@ -225,6 +232,8 @@ class Link:
                 self._down_left = length - 4
                 if self._down_type == 90:  # 'Z'
                     found.append((90, b""))
+                elif self._down_type == 115:  # 's'
+                    found.append((115, b""))
         return found
 
 
@@ -282,7 +291,8 @@ class FaultProxy:
     def hold_reply_to(self, kind: Kind, tag: bytes, *, after: bytes | None = None) -> None:
         """On links of `kind`, hold the answer of the first statement whose tag is `tag`.
 
-        (``b"UPDATE 3"``: an UPDATE that changed three rows.) The statement ran
+        (``b"UPDATE 3"``: an UPDATE that changed three rows; `SUSPENDED`: a
+        statement whose caller asked for one row.) The statement ran
         (and committed, if it was a COMMIT or outside a transaction); its client
         never hears so. With `after`, only an answer that follows one tagged
         `after` on the same link counts (``b"COMMIT"`` after ``b"UPDATE 3"``).
