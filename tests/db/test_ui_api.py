@@ -20,11 +20,13 @@ from support.ui import (
     BASE,
     csrf_token,
     dashboard,
+    diamond,
     error,
     job_state,
     post,
     put_job,
     put_queue,
+    put_workflows,
 )
 
 
@@ -272,6 +274,62 @@ async def test_periodic_lists_each_schedule_by_its_jobs(
     assert items[0]["next_at"] is not None
 
 
+async def test_workflows_are_listed_newest_first_with_their_counts(
+    http: httpx.AsyncClient, driver: Driver, database_url: str, migrated_schema: str
+) -> None:
+    infos = await put_workflows(
+        database_url, migrated_schema, [diamond(f"w{n}", id=f"wf-{n}") for n in range(3)]
+    )
+    await driver.execute(
+        "UPDATE /*schema*/river_job SET state = 'discarded', finalized_at = now() WHERE id = $1",
+        infos[2].tasks["extract"].id,
+    )
+
+    first = (await http.get("/api/workflows", params={"limit": "2"})).json()
+
+    assert [w["id"] for w in first["workflows"]] == ["wf-2", "wf-1"]
+    newest = first["workflows"][0]
+    assert newest["name"] == "w2"
+    assert newest["tasks"] == 4
+    assert {s: n for s, n in newest["states"].items() if n} == {"pending": 3, "discarded": 1}
+    assert newest["finished"] is False
+    assert newest["created_at"] is not None
+    assert first["next_before"] == first["workflows"][1]["cursor"]
+    rest = (await http.get("/api/workflows", params={"before": first["next_before"]})).json()
+    assert [w["id"] for w in rest["workflows"]] == ["wf-0"]
+    assert rest["next_before"] is None
+    assert (await http.get("/api/workflows", params={"limit": "501"})).status_code == 400
+
+
+async def test_workflow_returns_its_tasks_and_their_dependencies(
+    http: httpx.AsyncClient, database_url: str, migrated_schema: str
+) -> None:
+    (info,) = await put_workflows(database_url, migrated_schema, [diamond()])
+
+    data = (await http.get(f"/api/workflows/{info.id}")).json()["workflow"]
+
+    assert (data["id"], data["name"], data["finished"]) == (info.id, "nightly", False)
+    assert data["states"]["available"] == 1
+    assert data["states"]["pending"] == 3
+    tasks = {t["name"]: t for t in data["tasks"]}
+    assert list(tasks) == ["extract", "clean", "enrich", "load"]
+    assert tasks["load"]["job_id"] == info.tasks["load"].id
+    assert tasks["load"]["deps"] == [
+        {"task": "clean", "job_id": info.tasks["clean"].id},
+        {"task": "enrich", "job_id": info.tasks["enrich"].id},
+    ]
+    assert [t["waiting"] for t in tasks.values()] == [False, True, True, True]
+    assert tasks["extract"]["kind"] == "ui_step"
+
+
+async def test_unknown_workflow_is_404(http: httpx.AsyncClient) -> None:
+    missing = await http.get("/api/workflows/nope")
+    assert missing.status_code == 404
+    assert missing.json() == {"error": "workflow 'nope' not found"}
+    bad = await http.get("/api/workflows", params={"before": "x"})
+    assert bad.status_code == 400
+
+
 # -- actions ------------------------------------------------------------------------------
 
 
@@ -294,6 +352,26 @@ async def test_retry_cancel_and_delete_a_job(http: httpx.AsyncClient, driver: Dr
     assert await job_state(driver, waiting) is None
     again = await post(http, f"/api/jobs/{waiting}/delete", csrf=token)
     assert again.status_code == 404
+
+
+async def test_cancel_and_retry_a_workflow(
+    http: httpx.AsyncClient, driver: Driver, database_url: str, migrated_schema: str
+) -> None:
+    token = await csrf_token(http)
+    (info,) = await put_workflows(database_url, migrated_schema, [diamond()])
+    ids = [job.id for job in info.tasks.values()]
+
+    cancelled = await post(http, f"/api/workflows/{info.id}/cancel", csrf=token)
+    assert cancelled.status_code == 200, cancelled.text
+    assert [j["state"] for j in cancelled.json()["jobs"]] == ["cancelled"] * 4
+    assert [await job_state(driver, i) for i in ids] == ["cancelled"] * 4
+
+    retried = await post(http, f"/api/workflows/{info.id}/retry", csrf=token)
+    assert sorted(j["id"] for j in retried.json()["jobs"]) == ids
+    assert [await job_state(driver, i) for i in ids] == ["available"] + ["pending"] * 3
+
+    unknown = await post(http, "/api/workflows/nope/cancel", csrf=token)
+    assert unknown.status_code == 404
 
 
 async def test_a_running_job_is_not_deleted(http: httpx.AsyncClient, driver: Driver) -> None:

@@ -10,7 +10,17 @@ import httpx
 import pytest
 
 from rivertrio._driver import Driver
-from support.ui import csrf_token, dashboard, error, job_state, post, put_job, put_queue
+from support.ui import (
+    csrf_token,
+    dashboard,
+    diamond,
+    error,
+    job_state,
+    post,
+    put_job,
+    put_queue,
+    put_workflows,
+)
 
 
 @pytest.fixture
@@ -161,6 +171,118 @@ async def test_a_notice_only_says_what_the_dashboard_would(http: httpx.AsyncClie
     assert "<script>" not in html.split("<body", 1)[1].replace('<script src="', "")
 
 
+# -- workflows --------------------------------------------------------------------------------
+
+
+def text_of(html: str, start: str, end: str = "</tr>") -> str:
+    """The text (tags removed) from the first `start` in `html` to the next `end`."""
+    part = html.split(start, 1)[1].split(end, 1)[0]
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", part))
+
+
+async def test_workflows_page_lists_each_with_its_counts_newest_first(
+    http: httpx.AsyncClient, driver: Driver, database_url: str, migrated_schema: str
+) -> None:
+    older, newer = await put_workflows(
+        database_url, migrated_schema, [diamond("<b>older</b>"), diamond("nightly")]
+    )
+    await driver.execute(
+        "UPDATE /*schema*/river_job SET state = 'completed', finalized_at = now() WHERE id = $1",
+        newer.tasks["extract"].id,
+    )
+
+    html = await page(http, "/workflows")
+
+    assert re.findall(r'<tr data-workflow="(\w+)">', html) == [newer.id, older.id]
+    row = text_of(html, f'<tr data-workflow="{newer.id}">')
+    assert "nightly" in row
+    assert " 4 " in row  # tasks
+    assert "3 pending · 1 completed" in row
+    assert "in progress" in row
+    assert "1 available · 3 pending" in text_of(html, f'<tr data-workflow="{older.id}">')
+    assert f'href="/workflows/{newer.id}"' in html
+    assert "&lt;b&gt;older&lt;/b&gt;" in html
+    assert '<a href="/workflows" aria-current="page">Workflows</a>' in html
+
+
+async def test_workflows_page_pages_newest_first(
+    http: httpx.AsyncClient, database_url: str, migrated_schema: str
+) -> None:
+    infos = await put_workflows(
+        database_url, migrated_schema, [diamond(f"w{n}") for n in range(51)]
+    )
+
+    first = await page(http, "/workflows")
+    assert re.findall(r'<tr data-workflow="(\w+)">', first) == [i.id for i in infos[:0:-1]]
+    older = re.search(r'href="(/workflows\?before=\d+)"', first)
+    assert older is not None
+    second = await page(http, older.group(1))
+    assert re.findall(r'<tr data-workflow="(\w+)">', second) == [infos[0].id]
+    assert "« Newest" in second
+    assert "Older »" not in second
+
+
+async def test_workflow_page_lists_its_tasks_with_their_dependencies(
+    http: httpx.AsyncClient, database_url: str, migrated_schema: str
+) -> None:
+    (info,) = await put_workflows(database_url, migrated_schema, [diamond()])
+    ids = {name: job.id for name, job in info.tasks.items()}
+
+    html = await page(http, f"/workflows/{info.id}")
+
+    assert rows(html) == list(ids.values())  # in the order they were added
+    for job_id in ids.values():
+        assert f'<a href="/jobs/{job_id}">{job_id}</a>' in html
+    load = text_of(html, f'<tr data-id="{ids["load"]}">')
+    assert "load ui_step pending waiting for dependencies clean, enrich" in load
+    assert f'<a href="/jobs/{ids["clean"]}">clean</a>, <a href="/jobs/{ids["enrich"]}">' in html
+    assert "waiting" not in text_of(html, f'<tr data-id="{ids["extract"]}">')
+    assert html.count("waiting for dependencies") == 3
+    assert f'action="/workflows/{info.id}/cancel"' in html
+    assert "/retry" not in html  # nothing discarded or cancelled yet
+    # And each task's page leads back to its workflow.
+    assert f'href="/workflows/{info.id}"' in await page(http, f"/jobs/{ids['load']}")
+
+
+async def test_a_workflow_id_may_hold_any_text(
+    http: httpx.AsyncClient, database_url: str, migrated_schema: str
+) -> None:
+    (info,) = await put_workflows(database_url, migrated_schema, [diamond(id="orders/42?x#y")])
+    listed = await page(http, "/workflows")
+    assert 'href="/workflows/orders%2F42%3Fx%23y"' in listed
+    html = await page(http, "/workflows/orders%2F42%3Fx%23y")
+    assert rows(html) == [job.id for job in info.tasks.values()]
+    assert 'action="/workflows/orders%2F42%3Fx%23y/cancel"' in html
+
+
+async def test_unknown_workflow_is_the_404_page(http: httpx.AsyncClient) -> None:
+    html = await page(http, "/workflows/nope", status=404)
+    assert "workflow &#39;nope&#39; not found" in html
+
+
+async def test_cancel_and_retry_a_workflow_from_its_page(
+    http: httpx.AsyncClient, driver: Driver, database_url: str, migrated_schema: str
+) -> None:
+    token = await csrf_token(http)
+    (info,) = await put_workflows(database_url, migrated_schema, [diamond()])
+    ids = [job.id for job in info.tasks.values()]
+
+    response = await post(http, f"/workflows/{info.id}/cancel", csrf=token)
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/workflows/{info.id}?done=workflow-cancelled&n=4"
+    assert [await job_state(driver, i) for i in ids] == ["cancelled"] * 4
+    html = await page(http, response.headers["location"])
+    assert "4 task(s) cancelled" in html
+    assert f'action="/workflows/{info.id}/retry"' in html
+    assert "/cancel" not in html  # every task is finished
+    assert "finished" in text_of(await page(http, "/workflows"), f'data-workflow="{info.id}"')
+
+    response = await post(http, f"/workflows/{info.id}/retry", csrf=token)
+    assert response.headers["location"] == f"/workflows/{info.id}?done=workflow-retried&n=4"
+    # The first task can run; the others wait for it again.
+    assert [await job_state(driver, i) for i in ids] == ["available"] + ["pending"] * 3
+
+
 # -- hostile rows ---------------------------------------------------------------------------
 
 # Each payload would run or inject markup if any page put it in unescaped.
@@ -282,7 +404,8 @@ async def test_every_page_sends_a_strict_content_security_policy(
     http: httpx.AsyncClient, driver: Driver
 ) -> None:
     job_id = await put_job(driver, state="discarded")
-    for path in ("/", "/jobs", f"/jobs/{job_id}", "/periodic", "/api/overview", "/nope"):
+    paths = ("/", "/jobs", f"/jobs/{job_id}", "/periodic", "/workflows", "/api/overview", "/nope")
+    for path in paths:
         response = await http.get(path)
         csp = response.headers["content-security-policy"]
         assert "script-src 'self';" in csp, path

@@ -17,7 +17,17 @@ from rivertrio._driver import Driver
 from rivertrio.ui import create_app, serve
 from rivertrio.ui._server import check_bind
 from support.cli import UNREACHABLE, assert_one_line_error, invoke
-from support.ui import BASE, csrf_token, dashboard, job_state, post, put_job, put_queue
+from support.ui import (
+    BASE,
+    csrf_token,
+    dashboard,
+    diamond,
+    job_state,
+    post,
+    put_job,
+    put_queue,
+    put_workflows,
+)
 
 TOKEN = "s3cret-token-for-the-tests"
 
@@ -70,6 +80,22 @@ async def test_read_only_refuses_every_action(read_only: httpx.AsyncClient, driv
         assert "read-only" in response.text
     assert await job_state(driver, job_id) == "discarded"
     assert not await driver.fetchval("SELECT paused_at IS NOT NULL FROM /*schema*/river_queue")
+
+
+async def test_read_only_hides_and_refuses_workflow_actions(
+    read_only: httpx.AsyncClient, driver: Driver, database_url: str, migrated_schema: str
+) -> None:
+    (info,) = await put_workflows(database_url, migrated_schema, [diamond()])
+    html = (await read_only.get(f"/workflows/{info.id}")).text
+    assert "Cancel workflow" not in html
+    assert 'method="post"' not in html
+    token = await csrf_token(read_only)
+    for path in (f"/workflows/{info.id}/cancel", f"/api/workflows/{info.id}/retry"):
+        response = await post(read_only, path, csrf=token)
+        assert response.status_code == 403, path
+        assert "read-only" in response.text
+    states = [await job_state(driver, job.id) for job in info.tasks.values()]
+    assert states == ["available"] + ["pending"] * 3
 
 
 # -- token ----------------------------------------------------------------------------------

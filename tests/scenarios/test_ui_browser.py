@@ -3,9 +3,10 @@
 An operator opens the overview, filters to the failed (discarded) jobs, opens
 one, retries it and sees it leave the list; a change made elsewhere shows up
 without a reload; a queue paused from the overview says so; the periodic jobs
-are listed. A job full of markup is shown as text, and nothing in any page
-runs but the dashboard's own script. Playwright drives the system's chromium (``apt-get install -y
-chromium``; Playwright downloads no browser).
+are listed; a workflow cancelled elsewhere is retried from its page. A job
+full of markup is shown as text, and nothing in any page runs but the
+dashboard's own script. Playwright drives the system's chromium (``apt-get
+install -y chromium``; Playwright downloads no browser).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pytest
 import trio
 
 from rivertrio._driver import Driver
-from support.ui import error, job_state, put_job, put_queue
+from support.ui import diamond, error, job_state, put_job, put_queue, put_workflows
 from support.ui_browser import HOSTILE_KIND
 
 pytestmark = pytest.mark.requires_program("chromium")
@@ -90,11 +91,20 @@ async def test_operator_retries_a_failed_job_and_pauses_a_queue(
         args={"html": "<script>alert('args')</script>"},
         errors=[error(1, "<img src=x onerror=alert('error')>")],
     )
+    (workflow,) = await put_workflows(database_url, migrated_schema, [diamond(id="nightly-1")])
 
     async with ui_server(database_url, migrated_schema) as url:
         # The browser session runs in a process of its own (see support.ui_browser).
         session = await trio.run_process(
-            [sys.executable, "-m", "support.ui_browser", url, json.dumps(failed), str(hostile)],
+            [
+                sys.executable,
+                "-m",
+                "support.ui_browser",
+                url,
+                json.dumps(failed),
+                str(hostile),
+                workflow.id,
+            ],
             cwd=TESTS,
             env={**os.environ, "PYTHONPATH": str(TESTS)},
             capture_stdout=True,
@@ -107,3 +117,5 @@ async def test_operator_retries_a_failed_job_and_pauses_a_queue(
     assert not await driver.fetchval(
         "SELECT paused_at IS NOT NULL FROM /*schema*/river_queue WHERE name = 'email'"
     )
+    tasks = [await job_state(driver, job.id) for job in workflow.tasks.values()]
+    assert tasks == ["available"] + ["pending"] * 3

@@ -1,7 +1,9 @@
 """Helpers for the dashboard's tests: the app on a test's schema, and rows in any state.
 
 Rows are written with SQL: a test needs jobs in every state (and hostile ones
-no client would write) without running workers to get them there.
+no client would write) without running workers to get them there. Workflows
+are inserted through `rivertrio.Workflows`, which alone knows how their tasks
+record their dependencies.
 """
 
 from __future__ import annotations
@@ -9,12 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 
+import rivertrio
 from rivertrio._driver import Driver
 from rivertrio.ui import create_app
 
@@ -112,6 +116,30 @@ async def put_job(
         list(tags),
     )
     return job_id
+
+
+@dataclass
+class Step(rivertrio.JobArgs, kind="ui_step"):
+    label: str = ""
+
+
+def diamond(name: str = "nightly", **kwargs: Any) -> rivertrio.Workflow:
+    """extract, then clean and enrich (each waiting for it), then load (waiting for both)."""
+    workflow = rivertrio.Workflow(name, **kwargs)
+    extract = workflow.add("extract", Step("extract"))
+    clean = workflow.add("clean", Step("clean"), deps=[extract])
+    enrich = workflow.add("enrich", Step("enrich"), deps=[extract])
+    workflow.add("load", Step("load"), deps=[clean, enrich])
+    return workflow
+
+
+async def put_workflows(
+    database_url: str, schema: str, workflows: Sequence[rivertrio.Workflow]
+) -> list[rivertrio.WorkflowInfo]:
+    """Insert `workflows`, oldest first, as an application would: through `rivertrio.Workflows`."""
+    config = rivertrio.Config(schema=schema)
+    async with rivertrio.open_client(config, database_url=database_url) as client:
+        return [await rivertrio.Workflows(client).insert(w) for w in workflows]
 
 
 async def put_queue(driver: Driver, name: str, *, paused: bool = False) -> None:

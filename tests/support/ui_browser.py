@@ -1,6 +1,6 @@
 """The operator's session in chromium, for tests/scenarios/test_ui_browser.py; the docs' pictures.
 
-Runs in a process of its own (``python -m support.ui_browser URL FAILED HOSTILE``,
+Runs in a process of its own (``python -m support.ui_browser URL FAILED HOSTILE WORKFLOW``,
 or ``--screenshots URL JOB DIR``):
 Playwright's sync API runs an asyncio loop, which must not meet the test
 process's trio-asyncio. Exits 0 when every step did what it should.
@@ -29,7 +29,7 @@ def call_api(url: str, path: str, **fields: str) -> None:
         response.raise_for_status()
 
 
-def operate(url: str, failed: list[int], hostile: int) -> None:
+def operate(url: str, failed: list[int], hostile: int, workflow: str) -> None:
     """The operator's session, in the browser (Playwright's sync API, on a thread)."""
     chromium = which("chromium")
     assert chromium is not None
@@ -55,6 +55,7 @@ def operate(url: str, failed: list[int], hostile: int) -> None:
             pause_a_queue(page, url)
             hostile_job_is_text(page, url, hostile)
             periodic_jobs_are_listed(page, url)
+            a_cancelled_workflow_is_retried(page, url, workflow)
         finally:
             browser.close()
         assert trouble == []
@@ -124,6 +125,31 @@ def periodic_jobs_are_listed(page: Page, url: str) -> None:
     expect(rows.locator("td.kind")).to_have_text("prune_sessions")
 
 
+def a_cancelled_workflow_is_retried(page: Page, url: str, workflow: str) -> None:
+    page.goto(url)
+    page.locator("nav.nav").get_by_role("link", name="Workflows").click()
+    row = page.locator(f'#workflow-rows tr[data-workflow="{workflow}"]')
+    expect(row.locator("td.states")).to_have_text("1 available · 3 pending")
+
+    # Open it: its tasks, three waiting for their dependencies.
+    row.locator("td.kind a").click()
+    expect(page.locator("#task-rows tr")).to_have_count(4)
+    expect(page.locator("#task-rows .waiting")).to_have_count(3)
+
+    # Cancelled elsewhere (a script on the API); retried from the page.
+    call_api(url, f"api/workflows/{workflow}/cancel")
+    page.reload()
+    expect(page.locator("#task-rows .badge.state-cancelled")).to_have_count(4)
+    page.get_by_role("button", name="Retry workflow").click()
+    expect(page.get_by_role("status")).to_contain_text("4 task(s) made to run again")
+    expect(page.locator("#task-rows .waiting")).to_have_count(3)
+
+    # A task's page leads back to its workflow.
+    page.locator("#task-rows tr").first.locator("td.id a").click()
+    page.get_by_role("link", name=workflow, exact=True).click()
+    expect(page.locator("#task-rows tr")).to_have_count(4)
+
+
 def screenshots(url: str, failed: int, directory: Path) -> None:
     """The docs' pictures of the dashboard (see support.ui_screenshots)."""
     chromium = which("chromium")
@@ -147,4 +173,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "--screenshots":
         screenshots(sys.argv[2], int(sys.argv[3]), Path(sys.argv[4]))
     else:
-        operate(sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]))
+        operate(sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4])

@@ -1,4 +1,4 @@
-"""The web dashboard: queues, jobs, the leader and periodic jobs, with retry, cancel and pause.
+"""The web dashboard: queues, jobs, the leader, periodic jobs and workflows; retry, cancel, pause.
 
 ``rivertrio ui`` serves it; `create_app` makes it an ASGI app to serve or mount
 in your own Trio program (it runs on Trio through AnyIO). Needs the ``ui``

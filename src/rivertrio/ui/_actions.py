@@ -10,10 +10,11 @@ from .._client import Client
 from .._exceptions import NotFoundError, RivertrioError
 from .._job import JobRow, JobState
 from .._params import JobDeleteManyParams
+from .._workflow import Workflows
 from . import _queries
 from ._filter import Filter
 
-__all__ = ["BULK_CAP", "bulk", "job_action"]
+__all__ = ["BULK_CAP", "bulk", "job_action", "workflow_action"]
 
 #: A bulk action (retry or delete every matching job) covers at most this many
 #: jobs, the newest; the confirmation says so when more match.
@@ -31,6 +32,16 @@ async def job_action(
     if action == "cancel":
         return await client.job_cancel(job_id)
     return await client.job_delete(job_id)
+
+
+async def workflow_action(
+    client: Client, action: Literal["retry", "cancel"], workflow_id: str
+) -> list[JobRow]:
+    """Retry or cancel a workflow's tasks as a whole; the rows of the tasks changed."""
+    workflows = Workflows(client)
+    if action == "retry":
+        return await workflows.retry(workflow_id)
+    return await workflows.cancel(workflow_id)
 
 
 async def bulk(

@@ -8,8 +8,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .._exceptions import InvalidInputError
+from .._workflow import Workflows
 from . import _actions, _format, _queries
-from ._http import identity, int_param, job_id, read_filter, read_form
+from ._http import identity, int_param, job_id, read_filter, read_form, workflow_id
 from ._state import dashboard
 
 __all__ = [
@@ -21,6 +22,9 @@ __all__ = [
     "overview",
     "periodic",
     "queue_action",
+    "workflow",
+    "workflow_action",
+    "workflows",
 ]
 
 _MAX_LIMIT = 500
@@ -30,14 +34,18 @@ async def overview(request: Request) -> Response:
     return JSONResponse(_format.overview_json(await dashboard(request).overview()))
 
 
+def _limit(request: Request) -> int:
+    limit = int_param(request.query_params.get("limit"), "limit", f"from 1 to {_MAX_LIMIT}")
+    if limit is not None and limit > _MAX_LIMIT:
+        raise InvalidInputError(f"limit: {limit} is not from 1 to {_MAX_LIMIT}")
+    return limit or _queries.PAGE_SIZE
+
+
 async def jobs(request: Request) -> Response:
     client = dashboard(request).require_client()
     filter = read_filter(request.query_params)
     before = int_param(request.query_params.get("before"), "before")
-    limit = int_param(request.query_params.get("limit"), "limit", f"from 1 to {_MAX_LIMIT}")
-    if limit is not None and limit > _MAX_LIMIT:
-        raise InvalidInputError(f"limit: {limit} is not from 1 to {_MAX_LIMIT}")
-    page = await _queries.job_page(client, filter, before=before, limit=limit or _queries.PAGE_SIZE)
+    page = await _queries.job_page(client, filter, before=before, limit=_limit(request))
     return JSONResponse(_format.page_json(page))
 
 
@@ -51,6 +59,18 @@ async def periodic(request: Request) -> Response:
     return JSONResponse(_format.periodic_json(items))
 
 
+async def workflows(request: Request) -> Response:
+    client = dashboard(request).require_client()
+    before = int_param(request.query_params.get("before"), "before", "a workflow cursor")
+    page = await _queries.workflow_list(client, before=before, limit=_limit(request))
+    return JSONResponse(_format.workflow_page_json(page))
+
+
+async def workflow(request: Request) -> Response:
+    info = await Workflows(dashboard(request).require_client()).get(workflow_id(request))
+    return JSONResponse({"workflow": _format.workflow_json(info)})
+
+
 async def csrf(request: Request) -> Response:
     return JSONResponse({"csrf_token": dashboard(request).auth.csrf_token(identity(request))})
 
@@ -59,6 +79,12 @@ async def job_action(request: Request, action: Literal["retry", "cancel", "delet
     client = dashboard(request).require_client()
     row = await _actions.job_action(client, action, job_id(request))
     return JSONResponse({"job": _format.job_json(row)})
+
+
+async def workflow_action(request: Request, action: Literal["retry", "cancel"]) -> Response:
+    client = dashboard(request).require_client()
+    rows = await _actions.workflow_action(client, action, workflow_id(request))
+    return JSONResponse({"jobs": [_format.job_json(row) for row in rows]})
 
 
 async def bulk_action(request: Request, action: Literal["retry", "delete"]) -> Response:

@@ -130,6 +130,9 @@ def _routes() -> list[Route]:
         post("/jobs/bulk", _pages.bulk_action),
         Route("/jobs/{job_id:str}", _pages.job_page),
         Route("/periodic", _pages.periodic_page),
+        Route("/workflows", _pages.workflows_page),
+        # `path`: a workflow id is any text, "/" included.
+        Route("/workflows/{workflow_id:path}", _pages.workflow_page),
         Route("/login", _pages.login_page),
         post("/login", _pages.login),
         post("/logout", _pages.logout),
@@ -138,6 +141,8 @@ def _routes() -> list[Route]:
         Route("/api/jobs", _api.jobs),
         Route("/api/jobs/{job_id:str}", _api.job),
         Route("/api/periodic", _api.periodic),
+        Route("/api/workflows", _api.workflows),
+        Route("/api/workflows/{workflow_id:path}", _api.workflow),
         Route("/api/csrf", _api.csrf),
     ]
     # One route per action: a path names only an action that exists.
@@ -145,6 +150,15 @@ def _routes() -> list[Route]:
         routes += [
             post(f"/jobs/{{job_id:str}}/{action}", _pages.job_action, action=action),
             post(f"/api/jobs/{{job_id:str}}/{action}", _api.job_action, action=action),
+        ]
+    for action in ("retry", "cancel"):
+        routes += [
+            post(
+                f"/workflows/{{workflow_id:path}}/{action}", _pages.workflow_action, action=action
+            ),
+            post(
+                f"/api/workflows/{{workflow_id:path}}/{action}", _api.workflow_action, action=action
+            ),
         ]
     routes += [
         post(f"/api/jobs/{action}-matching", _api.bulk_action, action=action)

@@ -7,21 +7,27 @@ page and the data that refreshes it say the same thing.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .._job import JobRow
+from .._flow import WAIT_KEY
+from .._job import JobRow, JobState
 from .._util import relative_time
+from .._workflow import WorkflowInfo, WorkflowSummary
 from ._filter import DISPLAY_STATES
 from ._overview import COUNT_CAP, Overview, QueueSummary, SeenClient
-from ._queries import JobPage, JobSummary, PeriodicSummary
+from ._queries import JobPage, JobSummary, PeriodicSummary, WorkflowPage
 
 __all__ = [
     "MAX_SHOWN_JSON",
+    "TaskLine",
     "ago",
     "chart",
     "count_text",
+    "finished",
     "iso",
     "job_json",
     "overview_json",
@@ -29,8 +35,16 @@ __all__ = [
     "periodic_json",
     "pretty_json",
     "stamp",
+    "state_counts",
     "summary_json",
+    "task_lines",
+    "workflow_json",
+    "workflow_page_json",
 ]
+
+# A task's dependencies by task name, as `rivertrio.Workflow` stores them (see
+# `rivertrio._workflow` for every key a task carries).
+_DEPS_KEY = "rivertrio:deps"
 
 #: Longest args or metadata shown on a job page; the rest is cut (the JSON API has it all).
 MAX_SHOWN_JSON = 200_000
@@ -70,6 +84,47 @@ def pretty_json(text: str | None) -> str:
             shown[:MAX_SHOWN_JSON] + f"\n\u2026 ({len(shown) - MAX_SHOWN_JSON:,} more characters)"
         )
     return shown
+
+
+def state_counts(states: Counter[JobState]) -> list[tuple[str, int]]:
+    """The states a workflow's tasks are in, each with how many, in display order."""
+    return [(s.value, states[s]) for s in DISPLAY_STATES if states[s]]
+
+
+def finished(states: Counter[JobState]) -> bool:
+    """Whether every task counted is finalized."""
+    return all(s.finalized for s, n in states.items() if n)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskLine:
+    """One task of a workflow, as its page and the API show it."""
+
+    name: str
+    job: JobRow
+    deps: list[tuple[str, int | None]]
+    """Each dependency's task name and job id (None: its job is gone)."""
+    waiting: bool
+    """Whether it is held until its dependencies settle."""
+
+
+def task_lines(info: WorkflowInfo) -> list[TaskLine]:
+    """A workflow's tasks, in the order they were added."""
+    lines = []
+    for name, job in info.tasks.items():
+        deps = job.metadata.get(_DEPS_KEY)
+        names = [str(d) for d in deps] if isinstance(deps, list) else []
+        lines.append(
+            TaskLine(
+                name=name,
+                job=job,
+                deps=[(d, info.tasks[d].id if d in info.tasks else None) for d in names],
+                # A task its dependencies cancelled keeps the mark (for a retry):
+                # only a pending one is still waiting.
+                waiting=job.state is JobState.PENDING and WAIT_KEY in job.metadata,
+            )
+        )
+    return lines
 
 
 def chart(completed: Sequence[int], discarded: Sequence[int]) -> dict[str, Any]:
@@ -229,4 +284,54 @@ def periodic_json(items: Sequence[PeriodicSummary]) -> dict[str, Any]:
             }
             for p in items
         ]
+    }
+
+
+def _states_json(states: Counter[JobState]) -> dict[str, int]:
+    return {s.value: states[s] for s in DISPLAY_STATES}
+
+
+def workflow_page_json(page: WorkflowPage) -> dict[str, Any]:
+    """A page of workflows as the API serves it."""
+    return {
+        "workflows": [_workflow_summary_json(w) for w in page.workflows],
+        "next_before": page.next_before,
+    }
+
+
+def _workflow_summary_json(workflow: WorkflowSummary) -> dict[str, Any]:
+    return {
+        "id": workflow.id,
+        "name": workflow.name,
+        "created_at": iso(workflow.created_at),
+        "tasks": workflow.states.total(),
+        "states": _states_json(workflow.states),
+        "finished": finished(workflow.states),
+        "cursor": workflow.cursor,
+    }
+
+
+def workflow_json(info: WorkflowInfo) -> dict[str, Any]:
+    """A workflow with its tasks as the API serves it (``/api/jobs/ID`` has a task's all)."""
+    return {
+        "id": info.id,
+        "name": info.name,
+        "states": _states_json(info.states),
+        "finished": info.finished,
+        "tasks": [
+            {
+                "name": line.name,
+                "job_id": line.job.id,
+                "kind": line.job.kind,
+                "queue": line.job.queue,
+                "state": line.job.state.value,
+                "attempt": line.job.attempt,
+                "max_attempts": line.job.max_attempts,
+                "deps": [{"task": name, "job_id": job_id} for name, job_id in line.deps],
+                "waiting": line.waiting,
+                "created_at": iso(line.job.created_at),
+                "finalized_at": iso(line.job.finalized_at),
+            }
+            for line in task_lines(info)
+        ],
     }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
@@ -21,6 +21,8 @@ __all__ = [
     "read_form",
     "root",
     "route_path",
+    "workflow_id",
+    "workflow_url",
 ]
 
 _BIGINT_MAX = 2**63 - 1
@@ -48,6 +50,13 @@ def jobs_url(prefix: str, filter: Filter | None = None, **extra: Any) -> str:
     params = filter.params() if filter is not None else []
     params += [(k, str(v)) for k, v in extra.items() if v is not None]
     return f"{prefix}/jobs" + (f"?{urlencode(params)}" if params else "")
+
+
+def workflow_url(prefix: str, workflow_id: str) -> str:
+    """A workflow's page under `prefix`."""
+    # "/" quoted too: an id is any text, and a browser would resolve the ".."
+    # in an id like "a/../b" before the dashboard saw it.
+    return f"{prefix}/workflows/{quote(workflow_id, safe='')}"
 
 
 def read_filter(params: QueryParams | Form) -> Filter:
@@ -106,3 +115,8 @@ def job_id(request: Request) -> int:
     value = int_param(request.path_params["job_id"], "job id")
     assert value is not None
     return value
+
+
+def workflow_id(request: Request) -> str:
+    """The workflow id in the request's path (`rivertrio.Workflows` checks it)."""
+    return str(request.path_params["workflow_id"])

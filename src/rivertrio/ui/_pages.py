@@ -15,9 +15,21 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from .. import __version__
 from .._exceptions import InvalidInputError
 from .._job import AttemptError, JobRow, JobState
+from .._workflow import WORKFLOW_KEY, Workflows
 from . import _actions, _format, _overview, _queries
 from ._filter import DISPLAY_STATES, Filter
-from ._http import identity, int_param, job_id, jobs_url, read_filter, read_form, root, route_path
+from ._http import (
+    identity,
+    int_param,
+    job_id,
+    jobs_url,
+    read_filter,
+    read_form,
+    root,
+    route_path,
+    workflow_id,
+    workflow_url,
+)
 from ._overview import COUNT_CAP
 from ._security import SESSION_COOKIE, safe_next
 from ._state import dashboard
@@ -36,6 +48,9 @@ __all__ = [
     "periodic_page",
     "queue_action",
     "static_asset",
+    "workflow_action",
+    "workflow_page",
+    "workflows_page",
 ]
 
 log = logging.getLogger("rivertrio.ui")
@@ -50,6 +65,8 @@ _NOTICES = {
     "resumed": "Queue resumed.",
     "bulk-retried": "{n} job(s) made available to run again.",
     "bulk-deleted": "{n} job(s) deleted.",
+    "workflow-retried": "{n} task(s) made to run again (a task with dependencies waits for them).",
+    "workflow-cancelled": "{n} task(s) cancelled (a running task is told to stop).",
 }
 
 _templates = jinja2.Environment(
@@ -63,6 +80,8 @@ _templates.filters["stamp"] = _format.stamp
 _templates.filters["iso"] = _format.iso
 _templates.filters["pretty_json"] = _format.pretty_json
 _templates.globals["count_text"] = _format.count_text
+_templates.globals["state_counts"] = _format.state_counts
+_templates.globals["finished"] = _format.finished
 _templates.globals["chart_bars"] = _format.chart
 _templates.globals["cap"] = COUNT_CAP
 _templates.globals["DISPLAY_STATES"] = [s.value for s in DISPLAY_STATES]
@@ -90,6 +109,7 @@ def _render(request: Request, template: str, status_code: int = 200, **context: 
         version=__version__,
         notice=notice,
         jobs_url=lambda filter=None, **extra: jobs_url(prefix, filter, **extra),
+        workflow_url=lambda workflow_id: workflow_url(prefix, workflow_id),
         ago=lambda value: _format.ago(value, now),
         **context,
     )
@@ -192,6 +212,7 @@ def _attempts(row: JobRow) -> list[_Attempt]:
 async def job_page(request: Request) -> Response:
     row = await dashboard(request).require_client().job_get(job_id(request))
     metadata = json.dumps(row.metadata, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+    workflow = row.metadata.get(WORKFLOW_KEY)
     return _render(
         request,
         "job.html",
@@ -200,6 +221,7 @@ async def job_page(request: Request) -> Response:
         job=row,
         attempts=_attempts(row),
         metadata_json=_format.pretty_json(metadata),
+        workflow=workflow if isinstance(workflow, str) else None,
         can_retry=row.state not in (JobState.RUNNING, JobState.AVAILABLE),
         can_cancel=not row.state.finalized,
         can_delete=row.state is not JobState.RUNNING,
@@ -210,6 +232,27 @@ async def periodic_page(request: Request) -> Response:
     items = await _queries.periodic_jobs(dashboard(request).require_client())
     now = await _now(request)
     return _render(request, "periodic.html", nav="periodic", now=now, items=items)
+
+
+async def workflows_page(request: Request) -> Response:
+    before = int_param(request.query_params.get("before"), "before", "a workflow cursor")
+    page = await _queries.workflow_list(dashboard(request).require_client(), before=before)
+    now = await _now(request)
+    return _render(request, "workflows.html", nav="workflows", now=now, page=page, before=before)
+
+
+async def workflow_page(request: Request) -> Response:
+    info = await Workflows(dashboard(request).require_client()).get(workflow_id(request))
+    return _render(
+        request,
+        "workflow.html",
+        nav="workflows",
+        now=await _now(request),
+        workflow=info,
+        tasks=_format.task_lines(info),
+        can_retry=bool(info.states[JobState.DISCARDED] or info.states[JobState.CANCELLED]),
+        can_cancel=not info.finished,
+    )
 
 
 def _bulk_action_name(value: str | None) -> Literal["retry", "delete"]:
@@ -295,6 +338,15 @@ async def job_action(request: Request, action: Literal["retry", "cancel", "delet
         return RedirectResponse(f"{prefix}/jobs?done=deleted", status_code=303)
     done = "retried" if action == "retry" else "cancelled"
     return RedirectResponse(f"{prefix}/jobs/{row.id}?done={done}", status_code=303)
+
+
+async def workflow_action(request: Request, action: Literal["retry", "cancel"]) -> Response:
+    client = dashboard(request).require_client()
+    workflow = workflow_id(request)
+    rows = await _actions.workflow_action(client, action, workflow)
+    done = "workflow-retried" if action == "retry" else "workflow-cancelled"
+    target = f"{workflow_url(root(request), workflow)}?done={done}&n={len(rows)}"
+    return RedirectResponse(target, status_code=303)
 
 
 async def bulk_action(request: Request) -> Response:

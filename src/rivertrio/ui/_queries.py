@@ -7,6 +7,7 @@ generic plan chosen for one would be wrong for the next: `reading` opens such
 a transaction, for these reads and the overview's (`rivertrio.ui._overview`).
 Here are the job lists, the bulk actions' counts, the known kinds and the
 periodic jobs; which jobs they cover is a `Filter` (`rivertrio.ui._filter`).
+The workflow list is read through `rivertrio.Workflows`, which has a call for it.
 Actions are not here: the dashboard changes jobs and queues only through
 `rivertrio.Client`.
 
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from .._workflow import Workflows, WorkflowSummary
 from ._filter import Filter
 
 if TYPE_CHECKING:
@@ -42,6 +44,7 @@ __all__ = [
     "JobPage",
     "JobSummary",
     "PeriodicSummary",
+    "WorkflowPage",
     "count_matching",
     "job_page",
     "job_page_sql",
@@ -49,6 +52,7 @@ __all__ = [
     "matching_ids",
     "periodic_jobs",
     "reading",
+    "workflow_list",
 ]
 
 #: Jobs per page of a list.
@@ -181,6 +185,15 @@ class JobPage:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkflowPage:
+    """One page of the workflow list, newest first."""
+
+    workflows: list[WorkflowSummary]
+    next_before: int | None
+    """Pass as ``before`` for the next (older) page; None on the last page."""
+
+
+@dataclass(frozen=True, slots=True)
 class PeriodicSummary:
     """The jobs one periodic schedule inserted, as found in ``river_job``."""
 
@@ -299,3 +312,15 @@ async def periodic_jobs(client: Client) -> list[PeriodicSummary]:
             )
         )
     return result
+
+
+async def workflow_list(
+    client: Client, *, before: int | None = None, limit: int = PAGE_SIZE
+) -> WorkflowPage:
+    """One page of the workflows, newest first, older than the cursor `before`.
+
+    Keyset paging, as for jobs: the cursor is a workflow's first task's id.
+    """
+    found = await Workflows(client).list(limit=limit + 1, before=before)
+    shown = found[:limit]
+    return WorkflowPage(shown, shown[-1].cursor if len(found) > limit else None)
