@@ -279,3 +279,44 @@ async def test_outputs_refuses_a_job_outside_a_workflow(
         with pytest.raises(InvalidInputError, match="task 'once' is a unique job"):
             await Workflows(client).insert(unique)
     assert dataclasses.is_dataclass(job)
+
+
+async def test_a_release_waits_for_one_in_flight_instead_of_skipping_its_tasks(
+    database_url: str, driver: Driver, migrated_schema: str
+) -> None:
+    # Two clients persist a task's two dependencies at once and each releases
+    # the workflow. The first may read the dependencies before the second one
+    # ended and leave the task waiting; the second, which saw both ends, must
+    # not skip the task the first holds, or the task waits for the leader's
+    # sweep. Here an open transaction holds the task as the first release would.
+    async with rivertrio.open_client(
+        rivertrio.Config(schema=migrated_schema), database_url=database_url
+    ) as admin:
+        info = await Workflows(admin).insert(_diamond())
+    done = [info.tasks[name].id for name in ("a", "b", "c")]
+    d = info.tasks["d"].id
+    await driver.execute(
+        "UPDATE /*schema*/river_job SET state = 'completed', finalized_at = now() "
+        "WHERE id = ANY($1::bigint[])",
+        done,
+    )
+    released: list[Any] = []
+
+    async def release() -> None:
+        released.append(await WorkflowReleaser(driver).run_once())
+
+    async with trio.open_nursery() as nursery, driver.transaction() as tx:
+        await tx.execute("SELECT 1 FROM /*schema*/river_job WHERE id = $1 FOR UPDATE", d)
+        nursery.start_soon(release)
+        with trio.fail_after(10):
+            while not await driver.fetchval(  # noqa: ASYNC110 - server state, no event
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted"
+            ):
+                await trio.sleep(0.01)
+        assert released == []
+    [sweep] = released
+    assert sweep.released == 1
+    row = await driver.fetchrow(
+        "SELECT state::text AS state FROM /*schema*/river_job WHERE id = $1", d
+    )
+    assert row is not None and row["state"] == "available"

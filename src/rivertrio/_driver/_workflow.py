@@ -42,6 +42,11 @@ WHERE j.id = u.id
 # discarded, cancelled or deleted and the task says so. A released task is
 # available, or held for the flow fetch when its queue is flow-controlled. A
 # cancelled one keeps its wait mark, so that a retry makes it wait again.
+#
+# A task another release holds is waited for, not skipped: that release may
+# have read its dependencies before the last of them ended (and so leave it
+# waiting), and this one, started after that end, is the one that must decide.
+# Tasks are locked in id order, so two releases cannot deadlock.
 _RELEASE = """
 WITH waiting AS (
     SELECT j.id, j.metadata
@@ -51,7 +56,7 @@ WITH waiting AS (
         AND j.id > $2
     ORDER BY j.id
     LIMIT $3
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE
 ),
 settled AS (
     SELECT w.id,
