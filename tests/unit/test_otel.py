@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 import trio
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 
 import rivertrio
@@ -157,6 +158,42 @@ async def test_work_span_and_metrics() -> None:
     assert metrics["river.work_duration"].only().attributes == expected
     assert metrics["river.work_duration_histogram"].only().value == 1
     assert "messaging.client.consumed.messages" not in metrics
+
+
+async def test_the_work_span_is_current_while_the_job_runs_and_its_metrics() -> None:
+    tel = Telemetry.new()
+    tracer = tel.tracer_provider.get_tracer("app")
+    seen: list[trace.Span] = []
+
+    async def child() -> None:
+        seen.append(trace.get_current_span())
+        with tracer.start_as_current_span("send"):
+            pass
+
+    config = rivertrio.Config(middleware=[tel.middleware()])
+    await work_job(worker(child), Ping(), config=config)
+    assert not trace.get_current_span().get_span_context().is_valid  # restored after the run
+    (working,) = tel.finished("river.work/ping")
+    (sent,) = tel.finished("send")
+    assert seen[0].get_span_context().span_id == working.context.span_id
+    assert sent.parent is not None and sent.parent.span_id == working.context.span_id
+    # The measurements were taken while the work span was current: their exemplars point at it.
+    metrics = tel.metrics()  # (once: a collection takes the exemplars)
+    for name in ("river.work_count", "river.work_duration_histogram"):
+        (exemplar,) = metrics[name].only().raw.exemplars
+        assert exemplar.span_id == working.context.span_id, name
+
+
+async def test_each_job_gets_its_own_times_on_its_span() -> None:
+    tel = Telemetry.new()
+    config = rivertrio.Config(middleware=[tel.middleware()])
+    past = datetime(2024, 5, 6, 7, 8, 9, 500, tzinfo=UTC)
+    times = [past, past, past + timedelta(seconds=1), past.astimezone(timezone(timedelta(hours=2)))]
+    for at in times:
+        await work_job(worker(), Ping(), opts=rivertrio.InsertOpts(scheduled_at=at), config=config)
+    texts = [dict(s.attributes or {})["scheduled_at"] for s in tel.finished()]
+    expected = ["2024-05-06T07:08:09Z"] * 2 + ["2024-05-06T07:08:10Z", "2024-05-06T07:08:09Z"]
+    assert texts == expected
 
 
 async def boom() -> None:
