@@ -476,9 +476,8 @@ class Producer(Service):
             # Jobs inserted without the queue's rules (by a River client, say):
             # held now, taken by the next fetch, at once.
             try:
-                self._flow_more = (
-                    await driver.run(flow_adopt, driver.configured_schema, self.queue, flow) > 0
-                )
+                adopted = await driver.run(flow_adopt, driver.configured_schema, self.queue, flow)
+                self._flow_more = self._flow_more or adopted > 0
             except DatabaseError as exc:
                 log.warning("holding available jobs of queue %s failed: %s", self.queue, exc)
         return fetched.rows

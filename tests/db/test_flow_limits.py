@@ -422,6 +422,36 @@ async def test_jobs_inserted_without_the_rules_are_adopted_into_their_partition(
     assert (again.rows, again.available) == ([], False)
 
 
+async def test_a_client_works_jobs_inserted_without_the_rules_at_once(
+    database_url: str, driver: Driver, migrated_schema: str
+) -> None:
+    # Adopted by a fetch, they are taken by the next one straight away, under
+    # the limit: not at the next poll (half a minute away here).
+    await driver.execute(FLOW_LOG_DDL)
+    rules = FlowControl(concurrency=2)
+    config = _config(
+        migrated_schema,
+        rules,
+        fetch_poll_interval=30.0,
+        workers=_workers(driver),
+        queues={QUEUE: rivertrio.QueueConfig(max_workers=5)},
+    )
+    async with rivertrio.open_client(config, database_url=database_url) as client:
+        # First a held job, worked: the client's first fetches are behind it.
+        async with counting_events([client], COMPLETED, 1) as first:
+            await _insert(client, [Export(n=-1)])
+            with trio.fail_after(10):
+                await first.wait()
+        async with counting_events([client], COMPLETED, 6) as done:
+            async with rivertrio.open_client(
+                rivertrio.Config(schema=migrated_schema), database_url=database_url
+            ) as unaware:
+                await _insert(unaware, [Export(n=i) for i in range(6)])
+            with trio.fail_after(10):
+                await done.wait()
+    assert max(max_overlap(await read_runs(driver)).values()) <= 2
+
+
 async def test_a_producer_need_not_count_its_own_finished_attempts(
     database_url: str, driver: Driver, migrated_schema: str
 ) -> None:
