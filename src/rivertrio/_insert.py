@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
+import math
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -21,6 +23,7 @@ from ._driver._insert import (
     copy_jobs,
     insert_each,
     insert_jobs,
+    notify_many,
 )
 from ._driver._topics import INSERT_TOPIC
 from ._exceptions import (
@@ -39,6 +42,8 @@ if TYPE_CHECKING:
 
 __all__ = ["InsertResult", "Inserter"]
 
+log = logging.getLogger("rivertrio.insert")
+
 #: Most jobs one coalesced insert statement carries.
 COALESCE_MAX = 500
 #: Most coalesced insert statements of one client in flight at once (see `Coalescer`).
@@ -48,13 +53,15 @@ COALESCE_IN_FLIGHT = 2
 class _Reservation:
     """The insert notifications one statement may send, their queues' slots held meanwhile."""
 
-    __slots__ = ("now", "payloads", "previous", "queues")
+    __slots__ = ("now", "payloads", "previous", "queues", "suppressed")
 
     def __init__(self, now: float) -> None:
         self.now = now
         self.queues: list[str] = []
         self.payloads: list[str] = []
         self.previous: list[float | None] = []
+        self.suppressed: list[str] = []
+        """Queues notified too recently: notified later, once the statement committed."""
 
 
 class Inserter:
@@ -86,6 +93,11 @@ class Inserter:
         self._on_available = on_available
         self._clock = clock
         self._last_notified: dict[str, float] = {}
+        # Queues whose notification was suppressed by the debounce: `send_owed`
+        # notifies them once it lets it, so that the last insert of a burst is
+        # not left for the producers' next poll.
+        self._owed: set[str] = set()
+        self._owed_changed = trio.Event()
         self._channel = driver.channel(INSERT_TOPIC)
         window = config.insert_coalesce_window
         self._coalescer: Coalescer[JobToInsert, InsertResult] | None = (
@@ -110,26 +122,36 @@ class Inserter:
     def _prepare_many(self, params: object, what: str) -> list[JobToInsert]:
         return prepare_many(params, what, self._config)
 
-    # --- notifications: at most one per queue per fetch_cooldown ---
+    # --- notifications: at most one per queue per fetch_cooldown, and a last one ---
+    #
+    # An insert in the caller's transaction always notifies: its notification
+    # is delivered when that transaction commits, and no later one could be
+    # sure to come after that commit.
 
     def _may_notify(self, queue: str, now: float) -> bool:
         last = self._last_notified.get(queue)
-        return last is None or now - last >= self._config.fetch_cooldown
+        # The very sum `send_owed` waits for: no rounding may keep a due queue back.
+        return last is None or last + self._config.fetch_cooldown <= now
 
-    def _notifications(self, queues: frozenset[str], now: float) -> tuple[list[str], list[str]]:
-        """Pick the notifications for queues that got available jobs (the COPY path)."""
+    def _notifications(
+        self, queues: frozenset[str], now: float, debounce: bool, suppressed: list[str]
+    ) -> tuple[list[str], list[str]]:
+        """Pick the notifications for queues that got available jobs (the COPY path);
+        add to `suppressed` the queues notified too recently."""
         if self._config.poll_only:
             return [], []
         channels: list[str] = []
         payloads: list[str] = []
         for queue in sorted(queues):
-            if self._may_notify(queue, now):
+            if not debounce or self._may_notify(queue, now):
                 self._last_notified[queue] = now
                 channels.append(self._channel)
                 payloads.append(_payload(queue))
+            else:
+                suppressed.append(queue)
         return channels, payloads
 
-    def _reserve(self, jobs: Sequence[JobToInsert]) -> _Reservation:
+    def _reserve(self, jobs: Sequence[JobToInsert], debounce: bool) -> _Reservation:
         """Pick the queues a statement inserting `jobs` may notify, and hold their slots.
 
         The statement itself notifies only those that get an available job;
@@ -140,23 +162,67 @@ class Inserter:
             return reservation
         now = reservation.now
         for queue in sorted({j.queue for j in jobs if not j.pending or held_in_text(j.metadata)}):
-            if self._may_notify(queue, now):
+            if not debounce or self._may_notify(queue, now):
                 reservation.queues.append(queue)
                 reservation.payloads.append(_payload(queue))
                 reservation.previous.append(self._last_notified.get(queue))
                 self._last_notified[queue] = now
+            else:
+                reservation.suppressed.append(queue)
         return reservation
 
-    def _settle(self, reservation: _Reservation, notified: set[str]) -> None:
-        """Give back the held slots of queues the statement did not notify."""
+    def _settle(self, reservation: _Reservation, available: set[str]) -> None:
+        """Give back the held slots of queues the statement did not notify (only
+        those that got available jobs were), and owe the suppressed ones that did."""
         last = self._last_notified
         for queue, previous in zip(reservation.queues, reservation.previous, strict=True):
-            if queue in notified or last.get(queue) != reservation.now:
+            if queue in available or last.get(queue) != reservation.now:
                 continue  # used, or taken over by a later insert since
             if previous is None:
                 del last[queue]
             else:
                 last[queue] = previous
+        self._owe([q for q in reservation.suppressed if q in available])
+
+    def _owe(self, queues: Sequence[str]) -> None:
+        if queues:
+            self._owed.update(queues)
+            self._owed_changed.set()
+
+    async def send_owed(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Notify the queues whose notification the debounce suppressed, as soon as
+        it allows: runs until cancelled (the client runs it while it runs).
+
+        A notification that fails is not sent again: the producers' polls find
+        the jobs.
+        """
+        task_status.started()
+        while True:
+            now = self._clock()
+            cooldown = self._config.fetch_cooldown
+            last = self._last_notified
+            due = min((last.get(q, -math.inf) + cooldown for q in self._owed), default=math.inf)
+            if due > now:
+                # Until the first is due, or another queue is owed (it may be due sooner).
+                with trio.move_on_after(due - now):
+                    await self._owed_changed.wait()
+                self._owed_changed = trio.Event()
+                continue
+            queues = sorted(q for q in self._owed if self._may_notify(q, now))
+            if not queues:  # pragma: no cover - due means some queue may notify
+                await trio.lowlevel.checkpoint()
+                continue
+            for queue in queues:
+                self._last_notified[queue] = now
+                self._owed.discard(queue)
+            try:
+                await self._driver.run(
+                    notify_many, [self._channel] * len(queues), [_payload(q) for q in queues]
+                )
+            except DatabaseError as exc:
+                log.debug("notifying queues %s of their inserts failed: %s", queues, exc)
 
     def _available(self, committed: bool, queues: frozenset[str]) -> None:
         if committed and queues and self._on_available is not None:
@@ -256,12 +322,14 @@ class Inserter:
 
     async def _copy(self, conn: Queryable, prepared: list[JobToInsert]) -> int:
         now = self._clock()
+        debounce = conn is self._driver
+        suppressed: list[str] = []
         try:
             count, queues, committed = await conn.run(
                 copy_jobs,
                 self._driver.configured_schema,
                 prepared,
-                lambda queues: self._notifications(queues, now),
+                lambda queues: self._notifications(queues, now, debounce, suppressed),
             )
         except DatabaseError as exc:
             if exc.sqlstate != "23505":
@@ -271,6 +339,8 @@ class Inserter:
                 f"batch); nothing was inserted: {exc}",
                 sqlstate=exc.sqlstate,
             ) from exc
+        if committed:
+            self._owe(suppressed)
         self._available(committed, queues)
         return count
 
@@ -321,7 +391,8 @@ class Inserter:
         its outcome though cancelled; `shielded` (jobs of other callers too) holds
         the whole crossing (`Driver.run_shielded`).
         """
-        reservation = self._reserve(jobs)
+        on_driver = conn is self._driver
+        reservation = self._reserve(jobs, debounce=on_driver)
         args = (
             self._driver.configured_schema,
             jobs,
@@ -329,7 +400,6 @@ class Inserter:
             reservation.queues,
             reservation.payloads,
         )
-        on_driver = conn is self._driver
         available: set[str] = set()
         outcomes: Sequence[asyncpg.Record | Exception]
         try:

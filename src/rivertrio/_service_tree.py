@@ -83,6 +83,7 @@ class ServiceTree(Service):
         super().__init__()
         self._config = config
         self._driver = driver
+        self._inserter = inserter
         self._work = WorkConfig(
             workers=config.workers,
             job_timeout=config.job_timeout,
@@ -147,9 +148,13 @@ class ServiceTree(Service):
             outcomes = self.completer.input
             # Decided once: queues removed during the run do not change what to release.
             works = bool(self._queues)
+            # Insert notifications the debounce held back: sent while the client runs.
+            owed = trio.CancelScope()
             try:
                 self.subscriptions.attach(self.completer.output)
                 await nursery.start(self.subscriptions.run)
+                if not self._config.poll_only:
+                    await nursery.start(self._send_owed, owed)
                 if works:
                     await self._start_workers(nursery, outcomes)
                 task_status.started()
@@ -161,6 +166,7 @@ class ServiceTree(Service):
                         producer.set_work_deadline(deadline)
                 await stop_all(*self.producers.values())
             finally:
+                owed.cancel()
                 self._nursery = None
                 self._outcomes = None
                 # On an error or a cancellation the producers must not wait for
@@ -176,6 +182,12 @@ class ServiceTree(Service):
                 outcomes.close()
                 if works and self.liveness is not None:
                     nursery.start_soon(self._release_liveness, self.liveness)
+
+    async def _send_owed(
+        self, scope: trio.CancelScope, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        with scope:
+            await self._inserter.send_owed(task_status=task_status)
 
     async def _start_workers(
         self, nursery: trio.Nursery, outcomes: trio.MemorySendChannel[Outcome | QueueEvent]

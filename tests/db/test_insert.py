@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import pytest
 import trio
 
+import rivertrio
 from rivertrio import DatabaseError, InvalidInputError, UnknownJobKindError
 from rivertrio._args import InsertOpts, Job, JobArgs
 from rivertrio._config import Config, QueueConfig
@@ -581,6 +582,73 @@ async def test_insert_notifications_are_debounced_per_queue(
     other = Inserter(driver, config, clock=clock)
     await other.insert(driver, Email(), InsertOpts(queue="alpha"))
     assert await notified_queues(driver, listener) == ["alpha"]
+
+
+async def test_a_suppressed_notification_is_sent_once_the_cooldown_is_over(
+    driver: Driver, listener: Listener
+) -> None:
+    # Without it, the second job would wait for the workers' next poll: no
+    # further insert may come to notify its queue.
+    inserter = Inserter(driver, insert_only(fetch_cooldown=1.0, fetch_poll_interval=60))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(inserter.send_owed)
+        started = trio.current_time()
+        await inserter.insert(driver, Email(), InsertOpts(queue="alpha"))
+        await inserter.insert_many(driver, [(Email(), InsertOpts(queue="alpha"))] * 2)
+        await inserter.insert(driver, Email(), InsertOpts(queue="beta"))
+        # The leading notifications only, so far...
+        assert await notified_queues(driver, listener) == ["alpha", "beta"]
+        # ...then alpha's trailing one, once its cooldown is over; beta owes none.
+        with trio.fail_after(10):
+            note = await listener.receive.receive()
+        assert json.loads(note.payload)["queue"] == "alpha"
+        assert trio.current_time() - started >= 1.0
+        assert await notified_queues(driver, listener) == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_inserts_in_a_transaction_are_not_debounced(
+    driver: Driver, listener: Listener
+) -> None:
+    # Each notification is delivered at its transaction's commit; one held back
+    # could not be sent later with any certainty of coming after that commit.
+    inserter = Inserter(driver, insert_only(fetch_cooldown=60, fetch_poll_interval=60))
+    for _ in range(2):
+        async with driver.transaction() as tx:
+            await inserter.insert(tx, Email())
+    async with driver.transaction() as tx:
+        await inserter.insert_many_fast(tx, [Email()])
+    assert await notified_queues(driver, listener) == ["default"] * 3
+
+
+async def test_a_client_sends_the_notifications_it_held_back(
+    database_url: str, migrated_schema: str
+) -> None:
+    # End to end: a worker polling only every minute works a job whose insert
+    # came within the inserter's cooldown, soon after the cooldown.
+    worked = [trio.Event(), trio.Event()]
+    workers = Workers()
+
+    @workers.register(Email)
+    async def work(job: Job[Email]) -> None:
+        worked[int(job.args.to)].set()
+
+    worker_config = Config(
+        schema=migrated_schema,
+        workers=workers,
+        queues={"default": QueueConfig(max_workers=2)},
+        fetch_poll_interval=60,
+    )
+    inserter_config = Config(schema=migrated_schema, fetch_cooldown=1.0)
+    async with (
+        rivertrio.open_client(worker_config, database_url=database_url),
+        rivertrio.open_client(inserter_config, database_url=database_url) as inserter,
+    ):
+        with trio.fail_after(10):
+            await inserter.insert(Email(to="0"))
+            await worked[0].wait()
+            await inserter.insert(Email(to="1"))  # within the cooldown: held back
+            await worked[1].wait()
 
 
 async def test_on_available_is_called_every_time(driver: Driver) -> None:

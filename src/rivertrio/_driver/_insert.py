@@ -28,6 +28,7 @@ __all__ = [
     "insert_each",
     "insert_jobs",
     "insert_statement",
+    "notify_many",
 ]
 
 T = TypeVar("T")
@@ -89,6 +90,11 @@ INSERT_UNIQUE = _WITH_NOTIFY.format(
 )
 
 NOTIFY_MANY = "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS n(c, p)"
+
+
+async def notify_many(conn: asyncpg.Connection, channels: list[str], payloads: list[str]) -> None:
+    """Send one notification per (channel, payload), in a transaction of its own."""
+    await conn.execute(NOTIFY_MANY, channels, payloads)
 
 
 @dataclass(frozen=True, slots=True)
