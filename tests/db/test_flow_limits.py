@@ -77,6 +77,14 @@ async def _insert(client: rivertrio.Client, jobs: Sequence[Export]) -> list[JobR
     return [r.job for r in results]
 
 
+async def _insert_held(
+    database_url: str, schema: str, rules: FlowControl, jobs: Sequence[Export]
+) -> list[JobRow]:
+    """Insert `jobs` as a client given the queue's rules does: held."""
+    async with rivertrio.open_client(_config(schema, rules), database_url=database_url) as client:
+        return await _insert(client, jobs)
+
+
 # --- held jobs -------------------------------------------------------------------
 
 
@@ -268,10 +276,7 @@ async def test_a_fetch_that_waited_for_the_lock_starts_its_jobs_when_it_got_it(
     # start), or a window could hold more starts than the limit.
     rules = FlowControl(rate=RateLimit(limit=100, period=60.0))
     fetch = fetch_rules(rules)
-    async with rivertrio.open_client(
-        _config(migrated_schema, rules), database_url=database_url
-    ) as client:
-        await _insert(client, [Export(n=i) for i in range(2)])
+    await _insert_held(database_url, migrated_schema, rules, [Export(n=i) for i in range(2)])
     second: list[Any] = []
 
     async def second_fetch() -> None:
@@ -298,10 +303,7 @@ async def test_a_second_fetch_waits_for_the_first_and_counts_what_it_started(
     # (uncommitted) jobs as running and start 3 more.
     rules = FlowControl(concurrency=3)
     fetch = fetch_rules(rules)
-    async with rivertrio.open_client(
-        _config(migrated_schema, rules), database_url=database_url
-    ) as client:
-        await _insert(client, [Export(n=i) for i in range(10)])
+    await _insert_held(database_url, migrated_schema, rules, [Export(n=i) for i in range(10)])
 
     async def first_fetch(conn: Any) -> list[Any]:
         return await _fetch_in_open_transaction(conn, migrated_schema, fetch, 10, "first")
@@ -354,19 +356,18 @@ async def test_a_busy_partition_does_not_keep_the_others_waiting(
     rules = FlowControl(
         partition_by=FlowKey(args=["customer"]), partition_concurrency=1, max_partitions=3
     )
-    async with rivertrio.open_client(
-        _config(migrated_schema, rules), database_url=database_url
-    ) as client:
-        hot = await _insert(client, [Export(customer="hot", n=i) for i in range(50)])
-        cold = await _insert(client, [Export(customer=f"c{i:02}") for i in range(10)])
+    hot = [Export(customer="hot", n=i) for i in range(50)]
+    cold = [Export(customer=f"c{i:02}") for i in range(10)]
+    held = await _insert_held(database_url, migrated_schema, rules, [*hot, *cold])
+    hot_ids, cold_ids = {j.id for j in held[:50]}, {j.id for j in held[50:]}
     started: list[int] = []
     cursor = None
     for _ in range(4):
         ids, cursor = await _fetch_ids(driver, migrated_schema, rules, 100, cursor)
         assert len(ids) <= 3
         started += ids
-    assert {j.id for j in cold} <= set(started)
-    assert len(set(started) & {j.id for j in hot}) == 1
+    assert cold_ids <= set(started)
+    assert len(set(started) & hot_ids) == 1
     # Everyone has a job running: nothing more may start.
     assert (await _fetch_ids(driver, migrated_schema, rules, 100, cursor))[0] == []
 
@@ -377,11 +378,9 @@ async def test_free_slots_are_shared_out_between_partitions(
     # Only a queue-wide limit, but partitions: 4 slots go one to each of 4
     # customers before any customer gets a second, though one came first in line.
     rules = FlowControl(concurrency=4, partition_by=FlowKey(args=["customer"]))
-    async with rivertrio.open_client(
-        _config(migrated_schema, rules), database_url=database_url
-    ) as client:
-        jobs = await _insert(client, [Export(customer=0, n=i) for i in range(20)])
-        jobs += await _insert(client, [Export(customer=c) for c in (1, 2, 3, 4) for _ in range(3)])
+    first = [Export(customer=0, n=i) for i in range(20)]
+    others = [Export(customer=c) for c in (1, 2, 3, 4) for _ in range(3)]
+    jobs = await _insert_held(database_url, migrated_schema, rules, [*first, *others])
     customer = {j.id: json.loads(j.encoded_args)["customer"] for j in jobs}
     ids, _ = await _fetch_ids(driver, migrated_schema, rules, 100, None)
     assert sorted(customer[i] for i in ids) == [0, 1, 2, 3]
@@ -460,10 +459,7 @@ async def test_a_producer_need_not_count_its_own_finished_attempts(
     # that very attempt. Any other attempt (or another producer) still counts.
     rules = FlowControl(concurrency=1)
     fetch = fetch_rules(rules)
-    async with rivertrio.open_client(
-        _config(migrated_schema, rules), database_url=database_url
-    ) as client:
-        await _insert(client, [Export(n=i) for i in range(5)])
+    await _insert_held(database_url, migrated_schema, rules, [Export(n=i) for i in range(5)])
     first = await driver.run(flow_fetch_jobs, migrated_schema, QUEUE, 10, "p", fetch, None)
     [row] = first.rows
     mine = [(row["id"], row["attempted_at"])]
@@ -489,10 +485,7 @@ async def test_jobs_a_lost_reply_started_come_back_with_the_next_fetch(
     # and they take room from new ones); those it has in hand, it does not.
     rules = FlowControl(concurrency=3)
     fetch = fetch_rules(rules)
-    async with rivertrio.open_client(
-        _config(migrated_schema, rules), database_url=database_url
-    ) as client:
-        await _insert(client, [Export(n=i) for i in range(10)])
+    await _insert_held(database_url, migrated_schema, rules, [Export(n=i) for i in range(10)])
     since = await driver.run(server_clock)
 
     async def fetch_as(client_id: str, in_hand: list[int], since: Any) -> list[int]:
@@ -523,10 +516,7 @@ async def test_a_restarted_client_leaves_its_earlier_runs_jobs_to_the_rescuer(
     # same attempt, would let a job that kills its process loop forever.
     await driver.execute(FLOW_LOG_DDL)
     rules = FlowControl(concurrency=5)
-    async with rivertrio.open_client(
-        _config(migrated_schema, rules), database_url=database_url
-    ) as inserter:
-        jobs = await _insert(inserter, [Export(n=i) for i in range(3)])
+    jobs = await _insert_held(database_url, migrated_schema, rules, [Export(n=i) for i in range(3)])
     earlier = await driver.run(
         flow_fetch_jobs, migrated_schema, QUEUE, 1, "restarted", fetch_rules(rules), None
     )
