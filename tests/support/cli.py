@@ -29,7 +29,7 @@ class WorkerProcess:
     async def wait_for(self, text: str, within: float = 30) -> str:
         """The first unread line containing `text`, within `within` seconds; fails if the
         process ends first."""
-        with trio.fail_after(within):
+        with trio.move_on_after(within):
             while True:
                 while b"\n" in self._buffer:
                     raw, self._buffer = self._buffer.split(b"\n", 1)
@@ -43,6 +43,11 @@ class WorkerProcess:
                         f"the worker ended before printing {text!r}:\n" + "\n".join(self.lines)
                     )
                 self._buffer += chunk
+        # Only the deadline ends the loop: say what the process printed instead.
+        raise AssertionError(
+            f"no line containing {text!r} within {within:g} s; the output so far:\n"
+            + "\n".join([*self.lines, self._buffer.decode(errors="replace")])
+        )
 
     async def send_line(self, text: str) -> None:
         assert self.process.stdin is not None
