@@ -7,6 +7,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -133,23 +134,25 @@ class Inserter:
         # The very sum `send_owed` waits for: no rounding may keep a due queue back.
         return last is None or last + self._config.fetch_cooldown <= now
 
+    def _split(
+        self, queues: AbstractSet[str], now: float, debounce: bool
+    ) -> tuple[list[str], list[str]]:
+        """The queues to notify now and those notified too recently, in order."""
+        if self._config.poll_only:
+            return [], []
+        due = [q for q in sorted(queues) if not debounce or self._may_notify(q, now)]
+        return due, sorted(queues - set(due))
+
     def _notifications(
         self, queues: frozenset[str], now: float, debounce: bool, suppressed: list[str]
     ) -> tuple[list[str], list[str]]:
         """Pick the notifications for queues that got available jobs (the COPY path);
         add to `suppressed` the queues notified too recently."""
-        if self._config.poll_only:
-            return [], []
-        channels: list[str] = []
-        payloads: list[str] = []
-        for queue in sorted(queues):
-            if not debounce or self._may_notify(queue, now):
-                self._last_notified[queue] = now
-                channels.append(self._channel)
-                payloads.append(_payload(queue))
-            else:
-                suppressed.append(queue)
-        return channels, payloads
+        notify, held_back = self._split(queues, now, debounce)
+        suppressed.extend(held_back)
+        for queue in notify:
+            self._last_notified[queue] = now
+        return [self._channel] * len(notify), [_payload(q) for q in notify]
 
     def _reserve(self, jobs: Sequence[JobToInsert], debounce: bool) -> _Reservation:
         """Pick the queues a statement inserting `jobs` may notify, and hold their slots.
@@ -158,17 +161,14 @@ class Inserter:
         `_settle` then gives back the slots it did not use.
         """
         reservation = _Reservation(self._clock())
-        if self._config.poll_only:
-            return reservation
         now = reservation.now
-        for queue in sorted({j.queue for j in jobs if not j.pending or held_in_text(j.metadata)}):
-            if not debounce or self._may_notify(queue, now):
-                reservation.queues.append(queue)
-                reservation.payloads.append(_payload(queue))
-                reservation.previous.append(self._last_notified.get(queue))
-                self._last_notified[queue] = now
-            else:
-                reservation.suppressed.append(queue)
+        wanted = {j.queue for j in jobs if not j.pending or held_in_text(j.metadata)}
+        notify, reservation.suppressed = self._split(wanted, now, debounce)
+        for queue in notify:
+            reservation.queues.append(queue)
+            reservation.payloads.append(_payload(queue))
+            reservation.previous.append(self._last_notified.get(queue))
+            self._last_notified[queue] = now
         return reservation
 
     def _settle(self, reservation: _Reservation, available: set[str]) -> None:
