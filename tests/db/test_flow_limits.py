@@ -61,6 +61,25 @@ def _config(schema: str, rules: FlowControl, **fields: Any) -> rivertrio.Config:
     return rivertrio.Config(schema=schema, flow={QUEUE: rules}, **fields)
 
 
+def _working_config(
+    driver: Driver,
+    schema: str,
+    rules: FlowControl,
+    max_workers: int,
+    *,
+    hold: float = 0.005,
+    **fields: Any,
+) -> rivertrio.Config:
+    """`_config` for a client that works the queue, logging its jobs' starts and ends."""
+    return _config(
+        schema,
+        rules,
+        workers=_workers(driver, hold=hold),
+        queues={QUEUE: rivertrio.QueueConfig(max_workers=max_workers)},
+        **fields,
+    )
+
+
 @asynccontextmanager
 async def _clients(
     database_url: str, configs: Sequence[rivertrio.Config]
@@ -158,13 +177,7 @@ async def test_rivers_fetch_never_takes_a_held_job_and_failures_stay_held(
 ) -> None:
     await driver.execute(FLOW_LOG_DDL)
     rules = FlowControl(concurrency=5)
-    config = _config(
-        migrated_schema,
-        rules,
-        workers=_workers(driver),
-        queues={QUEUE: rivertrio.QueueConfig(max_workers=5)},
-        retry_policy=lambda job: 3600.0,
-    )
+    config = _working_config(driver, migrated_schema, rules, 5, retry_policy=lambda job: 3600.0)
     async with (
         rivertrio.open_client(config, database_url=database_url) as client,
         counting_events([client], [rivertrio.EventKind.JOB_FAILED], 4) as failed,
@@ -190,12 +203,7 @@ async def test_a_global_limit_holds_across_clients(
     # Each client runs one job at a time: three must take part at once to
     # reach the limit, and all four would run four.
     rules = FlowControl(concurrency=3)
-    base = _config(
-        migrated_schema,
-        rules,
-        workers=_workers(driver, hold=0.01),
-        queues={QUEUE: rivertrio.QueueConfig(max_workers=1)},
-    )
+    base = _working_config(driver, migrated_schema, rules, 1, hold=0.01)
     configs = [dataclasses.replace(base, id=f"limit-client-{i}") for i in range(4)]
     async with (
         _clients(database_url, configs) as clients,
@@ -219,12 +227,7 @@ async def test_a_partition_limit_holds_across_clients(
 ) -> None:
     await driver.execute(FLOW_LOG_DDL)
     rules = FlowControl(partition_by=FlowKey(args=["customer"]), partition_concurrency=1)
-    base = _config(
-        migrated_schema,
-        rules,
-        workers=_workers(driver),
-        queues={QUEUE: rivertrio.QueueConfig(max_workers=5)},
-    )
+    base = _working_config(driver, migrated_schema, rules, 5)
     configs = [dataclasses.replace(base, id=f"part-client-{i}") for i in range(3)]
     async with (
         _clients(database_url, configs) as clients,
@@ -428,13 +431,7 @@ async def test_a_client_works_jobs_inserted_without_the_rules_at_once(
     # the limit: not at the next poll (half a minute away here).
     await driver.execute(FLOW_LOG_DDL)
     rules = FlowControl(concurrency=2)
-    config = _config(
-        migrated_schema,
-        rules,
-        fetch_poll_interval=30.0,
-        workers=_workers(driver),
-        queues={QUEUE: rivertrio.QueueConfig(max_workers=5)},
-    )
+    config = _working_config(driver, migrated_schema, rules, 5, fetch_poll_interval=30.0)
     async with rivertrio.open_client(config, database_url=database_url) as client:
         # First a held job, worked: the client's first fetches are behind it.
         async with counting_events([client], COMPLETED, 1) as first:
@@ -521,13 +518,7 @@ async def test_a_restarted_client_leaves_its_earlier_runs_jobs_to_the_rescuer(
         flow_fetch_jobs, migrated_schema, QUEUE, 1, "restarted", fetch_rules(rules), None
     )
     [earlier_id] = [r["id"] for r in earlier.rows]
-    config = _config(
-        migrated_schema,
-        rules,
-        id="restarted",
-        workers=_workers(driver),
-        queues={QUEUE: rivertrio.QueueConfig(max_workers=10)},
-    )
+    config = _working_config(driver, migrated_schema, rules, 10, id="restarted")
     async with (
         rivertrio.open_client(config, database_url=database_url) as client,
         counting_events([client], COMPLETED, 2) as done,
